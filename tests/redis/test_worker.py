@@ -1,0 +1,218 @@
+"""The runner end to end: the real ``sigrun`` CLI, a real redis-server, real forks and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis as raw_redis
+
+from sigrun.runner import client
+from sigrun.runner.jobs import Cause, Outcome
+from sigrun.runner.keys import Keys
+from sigrun.runner.redisio import SyncRedis, connect
+from sigrun.runner.redisserver import RedisServer
+from tests.conftest import run_sigrun, start_sigrun
+
+Q = "work"
+ALLOW = ("--allow-module", "tests.redis.jobs")
+
+
+def work_burst(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_sigrun("work", "--redis", url, "--queue", Q, "--burst", *ALLOW, "--backoff", "0", *extra)
+
+
+def state(raw: raw_redis.Redis, job_id: str) -> dict[str, str]:
+    return raw.hgetall(Keys().queue(Q).job(job_id))  # type: ignore[return-value]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_burst_runs_jobs_and_keeps_results(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+    ids = [client.enqueue(redis, Q, "tests.redis.jobs:add", i, 1) for i in range(5)]
+    work_burst(redis_url, "--concurrency", "2")
+    assert [json.loads(state(raw, i)["result"]) for i in ids] == [1, 2, 3, 4, 5]
+    assert {state(raw, i)["state"] for i in ids} == {"succeeded"}
+    info = json.loads(run_sigrun("info", "--redis", redis_url, "--json").stdout)
+    assert (info["processed"], info["failed"], info["dirty"], info["pending"]) == (5, 0, 0, 0)
+
+
+def test_exception_is_recorded_with_type_message_and_traceback(redis: SyncRedis, redis_url: str) -> None:
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:boom", "the disk is full", max_attempts=1)
+    work_burst(redis_url)
+    [record] = client.failed(redis, queue=Q)
+    assert (record.job_id, record.outcome, record.cause) == (job_id, Outcome.FAILED, Cause.EXCEPTION)
+    assert record.exc_type.endswith("ValueError") and record.exc_message == "the disk is full"
+    assert "raise ValueError(message)" in record.traceback
+    assert record.runner_id and record.hostname and record.pid
+
+
+def test_sigkilled_child_is_a_dirty_exit_with_its_last_words(redis: SyncRedis, redis_url: str) -> None:
+    client.enqueue(redis, Q, "tests.redis.jobs:kill_self", "SIGKILL", max_attempts=1)
+    work_burst(redis_url)
+    [record] = client.failed(redis, queue=Q)
+    assert (record.outcome, record.cause, record.signal, record.signal_name) == (
+        Outcome.DIRTY, Cause.SIGNAL, 9, "SIGKILL")
+    assert record.message.startswith(f"pid {record.pid} SIGKILL (signal 9): Signal")
+    assert "about to die" in record.last_words
+
+
+def test_a_job_that_always_dies_dirty_gives_up_after_max_attempts(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:kill_self", "SIGSEGV", max_attempts=3)
+    work_burst(redis_url)
+    assert state(raw, job_id)["state"] == "dirty"
+    history = client.history(redis, Q)
+    assert [r.attempt for r in history] == [3, 2, 1]
+    assert all(r.cause is Cause.CRASH for r in history)
+    assert "gave up after 3 dirty exits (Crash)" in history[0].message
+    assert "retrying" in history[1].message
+
+
+def test_failing_job_is_retried_with_backoff_until_it_succeeds(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    counter = tmp_path / "attempts"
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:fail_until", str(counter), 3, max_attempts=3)
+    work_burst(redis_url)
+    assert state(raw, job_id)["state"] == "succeeded"
+    assert json.loads(state(raw, job_id)["result"]) == 3
+    assert len(client.history(redis, Q)) == 2
+    assert client.failed(redis, queue=Q) == []
+
+
+def test_malformed_payloads_are_failed_with_a_clear_cause_and_the_runner_keeps_going(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+    pending = Keys().queue(Q).pending
+    raw.sadd(Keys().queues, Q)
+    raw.lpush(pending, "this is not json")
+    raw.lpush(pending, json.dumps({"id": "no-func"}))
+    bad = {
+        "unknown-module": "tests.redis.jobs.missing:run",
+        "not-allowed": "os:system",
+        "missing-attr": "tests.redis.jobs:nope",
+    }
+    for job_id, func in bad.items():
+        raw.lpush(pending, json.dumps({"id": job_id, "func": func, "args": ["x"]}))
+    wrong_args = client.enqueue(redis, Q, "tests.redis.jobs:add", 1, 2, 3)
+    good = client.enqueue(redis, Q, "tests.redis.jobs:add", 40, 2)
+
+    work_burst(redis_url)
+
+    causes = {r.job_id: r.cause for r in client.failed(redis, queue=Q)}
+    assert causes["no-func"] is Cause.BAD_PAYLOAD
+    assert causes["unknown-module"] is Cause.FUNCTION_NOT_FOUND
+    assert causes["missing-attr"] is Cause.FUNCTION_NOT_FOUND
+    assert causes["not-allowed"] is Cause.FUNCTION_NOT_ALLOWED
+    assert causes[wrong_args] is Cause.BAD_ARGUMENTS
+    assert [c for j, c in causes.items() if j.startswith("bad-")] == [Cause.BAD_PAYLOAD]
+    assert json.loads(state(raw, good)["result"]) == 42
+    not_allowed = next(r for r in client.failed(redis, queue=Q) if r.job_id == "not-allowed")
+    assert "os" in not_allowed.message and "allow" in not_allowed.message.lower()
+
+
+def test_sigterm_lets_running_jobs_finish_within_the_grace_period(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 1.5, str(marker))
+    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--grace", "20",
+                          log=tmp_path / "runner.log")
+    try:
+        wait_for(marker.exists, what="the job to start")
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=20) == 0
+    finally:
+        runner.kill()
+    assert state(raw, job_id)["state"] == "succeeded"
+
+
+def test_sigterm_after_the_grace_period_kills_and_requeues_without_spending_an_attempt(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    markers = [tmp_path / "a", tmp_path / "b"]
+    ids = [client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(m)) for m in markers]
+    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--concurrency", "2",
+                          "--grace", "1", log=tmp_path / "runner.log")
+    try:
+        wait_for(lambda: all(m.exists() for m in markers), what="both jobs to start")
+        started = time.monotonic()
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        runner.kill()
+    pending = raw.lrange(Keys().queue(Q).pending, 0, -1)
+    assert sorted(json.loads(p)["id"] for p in pending) == sorted(ids)
+    assert all(json.loads(p)["attempt"] == 1 for p in pending)
+    assert {state(raw, i)["state"] for i in ids} == {"queued"}
+    history = client.history(redis, Q)
+    assert {r.cause for r in history} == {Cause.SHUTDOWN}
+    assert raw.llen(Keys().queue(Q).inflight("x")) == 0
+    assert not [k for k in raw.keys("*inflight*") if raw.llen(k)], "nothing left in flight"
+
+
+def test_a_second_sigterm_ends_the_grace_period_at_once(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(marker))
+    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--grace", "300",
+                          log=tmp_path / "runner.log")
+    try:
+        wait_for(marker.exists, what="the job to start")
+        runner.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert runner.poll() is None, "the first SIGTERM waits for the job"
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=15) == 0
+    finally:
+        runner.kill()
+    assert state(raw, job_id)["state"] == "queued"
+
+
+def test_a_runner_killed_outright_is_reaped_once_as_runner_lost(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(marker), max_attempts=2)
+    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--heartbeat-ttl", "2",
+                          log=tmp_path / "runner.log")
+    wait_for(lambda: marker.exists() and marker.read_text() != "", what="the job to start")
+    # As if the whole container were OOM-killed: the runner and its child die together.
+    runner.kill()
+    runner.wait()
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    time.sleep(2.5)  # the heartbeat expires
+    reapers = [start_sigrun("reap", "--redis", redis_url, log=tmp_path / f"reap{i}.log") for i in range(3)]
+    assert [r.wait(timeout=30) for r in reapers] == [0, 0, 0]
+    history = client.history(redis, Q)
+    assert [(r.job_id, r.cause) for r in history] == [(job_id, Cause.RUNNER_LOST)]
+    assert state(raw, job_id)["state"] == "retrying"
+
+
+def test_redis_going_away_does_not_lose_the_outcome(redis: SyncRedis, tmp_path: Path) -> None:
+    del redis  # this test has a Redis of its own, which it stops and starts again
+    with RedisServer(persistent=True) as server:
+        local = client_for(server.url)
+        marker = tmp_path / "started"
+        job_id = client.enqueue(local, Q, "tests.redis.jobs:sleep", 2, str(marker))
+        runner = start_sigrun("work", "--redis", server.url, "--queue", Q, *ALLOW,
+                              log=tmp_path / "runner.log")
+        try:
+            wait_for(marker.exists, what="the job to start")
+            server.stop()
+            time.sleep(3.5)  # the job ends while Redis is away
+            assert runner.poll() is None, "the runner survives Redis going away"
+            server.start_again()
+            local = client_for(server.url)
+            wait_for(lambda: local.hget(Keys().queue(Q).job(job_id), "state") == "succeeded",
+                     what="the outcome to be written once Redis is back")
+        finally:
+            runner.send_signal(signal.SIGTERM)
+            runner.wait(timeout=20)
+    assert "Redis unavailable" in (tmp_path / "runner.log").read_text()
+
+
+def client_for(url: str) -> SyncRedis:
+    return connect(url)
