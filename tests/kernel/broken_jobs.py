@@ -1,0 +1,3 @@
+"""A job module whose import fails (allowed prefix ``tests.kernel.``)."""
+
+raise RuntimeError("database unreachable at import time")
