@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from sigrun.runner import client
@@ -28,7 +29,7 @@ from sigrun.runner.keys import DEFAULT_PREFIX, Keys
 from sigrun.runner.logs import setup_logging
 from sigrun.runner.policy import Backoff
 from sigrun.runner.protocol import Retention, Store
-from sigrun.runner.redisio import CONNECTION_ERRORS, connect, connect_async
+from sigrun.runner.redisio import CONNECTION_ERRORS, connect, connect_async, redact
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -63,6 +64,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="Redis URL [env SIGRUN_REDIS_URL; default %(default)s]",
     )
     parser.add_argument(
+        "--redis-password",
+        default=_env("SIGRUN_REDIS_PASSWORD"),
+        metavar="PASSWORD",
+        help="overrides a password in --redis; best from a Secret [env SIGRUN_REDIS_PASSWORD]",
+    )
+    parser.add_argument(
         "--prefix",
         default=_env("SIGRUN_PREFIX", DEFAULT_PREFIX),
         help="key prefix in Redis [env SIGRUN_PREFIX; default %(default)s]",
@@ -92,48 +99,101 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("work", help="run jobs from one or more queues")
     _add_common(p)
-    p.add_argument("-q", "--queue", action="append", default=None,
-                   help="queue to take jobs from; repeat for several, first has priority "
-                        "[env SIGRUN_QUEUES, comma-separated]")
-    p.add_argument("-c", "--concurrency", type=int,
-                   default=int(_env("SIGRUN_CONCURRENCY", "1") or 1),
-                   help="children at once [env SIGRUN_CONCURRENCY; default %(default)s]")
-    p.add_argument("--allow-module", action="append", default=None, metavar="PREFIX",
-                   help="module prefix job functions may come from, e.g. 'jobs.'; everything "
-                        "else is refused [env SIGRUN_ALLOW_MODULES, comma-separated]")
-    p.add_argument("--path", action="append", default=None,
-                   help="directory to put on sys.path for job modules [env SIGRUN_PATH; default .]")
-    p.add_argument("--burst", action="store_true", default=_env_flag("SIGRUN_BURST"),
-                   help="exit once every queue is empty and no job runs [env SIGRUN_BURST]")
-    p.add_argument("--grace", type=float, default=float(_env("SIGRUN_GRACE_SECONDS", "30") or 30),
-                   help="seconds running jobs get to finish after SIGTERM before they are killed "
-                        "and requeued [env SIGRUN_GRACE_SECONDS; default %(default)s]")
-    p.add_argument("--timeout", type=float, default=_float_or_none(_env("SIGRUN_JOB_TIMEOUT")),
-                   help="default job timeout in seconds; a job's own timeout wins "
-                        "[env SIGRUN_JOB_TIMEOUT; default none]")
-    p.add_argument("--backoff", type=float, default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10),
-                   help="first retry delay, doubled each attempt [env SIGRUN_BACKOFF_SECONDS; "
-                        "default %(default)s]")
-    p.add_argument("--job-ttl", type=int, default=int(_env("SIGRUN_JOB_TTL", "86400") or 86400),
-                   help="seconds a finished job's data stays in Redis [env SIGRUN_JOB_TTL; "
-                        "default %(default)s]")
-    p.add_argument("--history-max", type=int,
-                   default=int(_env("SIGRUN_HISTORY_MAX", "10000") or 10000),
-                   help="failure records kept per queue [env SIGRUN_HISTORY_MAX; default %(default)s]")
-    p.add_argument("--heartbeat-ttl", type=int,
-                   default=int(_env("SIGRUN_HEARTBEAT_TTL", "30") or 30),
-                   help="seconds without a heartbeat after which this runner's jobs are "
-                        "recorded as RunnerLost [env SIGRUN_HEARTBEAT_TTL; default %(default)s]")
-    p.add_argument("--termination-log", default=_env("SIGRUN_TERMINATION_LOG"),
-                   help="file to keep the running job ids in, for Kubernetes' termination "
-                        "message [env SIGRUN_TERMINATION_LOG]")
-    p.add_argument("--child-cgroup", default=_env("SIGRUN_CHILD_CGROUP"),
-                   help="memory cgroup directory each child joins [env SIGRUN_CHILD_CGROUP]")
+    p.add_argument(
+        "-q",
+        "--queue",
+        action="append",
+        default=None,
+        help="queue to take jobs from; repeat for several, first has priority "
+        "[env SIGRUN_QUEUES, comma-separated]",
+    )
+    p.add_argument(
+        "-c",
+        "--concurrency",
+        type=int,
+        default=int(_env("SIGRUN_CONCURRENCY", "1") or 1),
+        help="children at once [env SIGRUN_CONCURRENCY; default %(default)s]",
+    )
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        default=None,
+        metavar="PREFIX",
+        help="module prefix job functions may come from, e.g. 'jobs.'; everything "
+        "else is refused [env SIGRUN_ALLOW_MODULES, comma-separated]",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=None,
+        help="directory to put on sys.path for job modules [env SIGRUN_PATH; default .]",
+    )
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        default=_env_flag("SIGRUN_BURST"),
+        help="exit once every queue is empty and no job runs [env SIGRUN_BURST]",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=float(_env("SIGRUN_GRACE_SECONDS", "30") or 30),
+        help="seconds running jobs get to finish after SIGTERM before they are killed "
+        "and requeued [env SIGRUN_GRACE_SECONDS; default %(default)s]",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=_float_or_none(_env("SIGRUN_JOB_TIMEOUT")),
+        help="default job timeout in seconds; a job's own timeout wins "
+        "[env SIGRUN_JOB_TIMEOUT; default none]",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10),
+        help="first retry delay, doubled each attempt [env SIGRUN_BACKOFF_SECONDS; "
+        "default %(default)s]",
+    )
+    p.add_argument(
+        "--job-ttl",
+        type=int,
+        default=int(_env("SIGRUN_JOB_TTL", "86400") or 86400),
+        help="seconds a finished job's data stays in Redis [env SIGRUN_JOB_TTL; "
+        "default %(default)s]",
+    )
+    p.add_argument(
+        "--history-max",
+        type=int,
+        default=int(_env("SIGRUN_HISTORY_MAX", "10000") or 10000),
+        help="failure records kept per queue [env SIGRUN_HISTORY_MAX; default %(default)s]",
+    )
+    p.add_argument(
+        "--heartbeat-ttl",
+        type=int,
+        default=int(_env("SIGRUN_HEARTBEAT_TTL", "30") or 30),
+        help="seconds without a heartbeat after which this runner's jobs are "
+        "recorded as RunnerLost [env SIGRUN_HEARTBEAT_TTL; default %(default)s]",
+    )
+    p.add_argument(
+        "--termination-log",
+        default=_env("SIGRUN_TERMINATION_LOG"),
+        help="file to keep the running job ids in, for Kubernetes' termination "
+        "message [env SIGRUN_TERMINATION_LOG]",
+    )
+    p.add_argument(
+        "--child-cgroup",
+        default=_env("SIGRUN_CHILD_CGROUP"),
+        help="memory cgroup directory each child joins [env SIGRUN_CHILD_CGROUP]",
+    )
     p.set_defaults(handler=cmd_work)
 
-    p = sub.add_parser("enqueue", help="put a job on a queue",
-                       description="Arguments are JSON values; anything that is not JSON is "
-                                   "taken as a string (so 2026-01-01 is the string '2026-01-01').")
+    p = sub.add_parser(
+        "enqueue",
+        help="put a job on a queue",
+        description="Arguments are JSON values; anything that is not JSON is "
+        "taken as a string (so 2026-01-01 is the string '2026-01-01').",
+    )
     _add_common(p)
     p.add_argument("queue")
     p.add_argument("func", help="package.module:function")
@@ -152,10 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("failed", help="jobs that ended failed or dirty, newest first")
     _add_common(p)
     p.add_argument("--queue")
-    p.add_argument("--cause", type=Cause, choices=list(Cause), metavar="CAUSE",
-                   help="only this cause, e.g. OOMKilled")
-    p.add_argument("--history", action="store_true",
-                   help="every failed or dirty attempt of --queue, retried ones too")
+    p.add_argument(
+        "--cause",
+        type=Cause,
+        choices=list(Cause),
+        metavar="CAUSE",
+        help="only this cause, e.g. OOMKilled",
+    )
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="every failed or dirty attempt of --queue, retried ones too",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_failed)
@@ -170,10 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reap", help="record the jobs of runners whose heartbeat expired")
     _add_common(p)
-    p.add_argument("--backoff", type=float, default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10))
+    p.add_argument(
+        "--backoff", type=float, default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10)
+    )
     p.set_defaults(handler=cmd_reap)
 
-    p = sub.add_parser("demo", help="the seed story: an import OOM-killed at 1h windows, fine at 15m")
+    p = sub.add_parser(
+        "demo", help="the seed story: an import OOM-killed at 1h windows, fine at 15m"
+    )
     _add_common(p)
     p.set_defaults(handler=cmd_demo)
 
@@ -195,7 +267,7 @@ def cmd_work(args: argparse.Namespace) -> ExitCode:
     from sigrun.runner.worker import Worker  # noqa: PLC0415
 
     for path in reversed(args.path or _env_list("SIGRUN_PATH") or ["."]):
-        sys.path.insert(0, os.path.abspath(path))
+        sys.path.insert(0, str(Path(path).resolve()))
     config = WorkerConfig(
         redis_url=args.redis,
         queues=tuple(args.queue or _env_list("SIGRUN_QUEUES")),
@@ -214,7 +286,7 @@ def cmd_work(args: argparse.Namespace) -> ExitCode:
     )
 
     async def work() -> None:
-        redis = connect_async(config.redis_url)
+        redis = connect_async(config.redis_url, password=args.redis_password)
         try:
             store = Store(redis, Keys(config.prefix), config.retention)
             await Worker(config, store).run()
@@ -239,10 +311,15 @@ def cmd_enqueue(args: argparse.Namespace) -> ExitCode:
         if not sep:
             raise ConfigError(f"--kwarg takes NAME=JSON, got {item!r}")
         kwargs[name] = _parse_value(value)
-    redis = connect(args.redis)
+    redis = connect(args.redis, password=args.redis_password)
     job = client.make_job(
-        args.queue, args.func, [_parse_value(a) for a in args.args], kwargs,
-        max_attempts=args.max_attempts, timeout=args.timeout, job_id=args.job_id,
+        args.queue,
+        args.func,
+        [_parse_value(a) for a in args.args],
+        kwargs,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        job_id=args.job_id,
     )
     if client.enqueue_job(redis, job, Keys(args.prefix)):
         print(job.id)
@@ -252,24 +329,55 @@ def cmd_enqueue(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_info(args: argparse.Namespace) -> ExitCode:
-    info = client.info(connect(args.redis), Keys(args.prefix))
+    info = client.info(connect(args.redis, password=args.redis_password), Keys(args.prefix))
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=2))
         return ExitCode.OK
-    for name in ("pending", "running", "delayed", "processed", "failed", "dirty", "workers", "working"):
+    for name in (
+        "pending",
+        "running",
+        "delayed",
+        "processed",
+        "failed",
+        "dirty",
+        "workers",
+        "working",
+    ):
         print(f"{name:<10} {getattr(info, name)}")
     if info.queues:
         print()
-        print(_table(
-            ["QUEUE", "PENDING", "RUNNING", "DELAYED", "PROCESSED", "FAILED", "DIRTY", "FAILED JOBS"],
-            [[q.name, q.pending, q.running, q.delayed, q.processed, q.failed, q.dirty, q.failed_jobs]
-             for q in info.queues],
-        ))
+        print(
+            _table(
+                [
+                    "QUEUE",
+                    "PENDING",
+                    "RUNNING",
+                    "DELAYED",
+                    "PROCESSED",
+                    "FAILED",
+                    "DIRTY",
+                    "FAILED JOBS",
+                ],
+                [
+                    [
+                        q.name,
+                        q.pending,
+                        q.running,
+                        q.delayed,
+                        q.processed,
+                        q.failed,
+                        q.dirty,
+                        q.failed_jobs,
+                    ]
+                    for q in info.queues
+                ],
+            )
+        )
     return ExitCode.OK
 
 
 def cmd_failed(args: argparse.Namespace) -> ExitCode:
-    redis = connect(args.redis)
+    redis = connect(args.redis, password=args.redis_password)
     keys = Keys(args.prefix)
     if args.history:
         if not args.queue:
@@ -278,7 +386,9 @@ def cmd_failed(args: argparse.Namespace) -> ExitCode:
         if args.cause:
             records = [r for r in records if r.cause is args.cause]
     else:
-        records = client.failed(redis, queue=args.queue, cause=args.cause, limit=args.limit, keys=keys)
+        records = client.failed(
+            redis, queue=args.queue, cause=args.cause, limit=args.limit, keys=keys
+        )
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in records], indent=2))
         return ExitCode.OK
@@ -307,7 +417,7 @@ def render_records(records: Sequence[Record]) -> str:
 
 
 def cmd_retry(args: argparse.Namespace) -> ExitCode:
-    redis = connect(args.redis)
+    redis = connect(args.redis, password=args.redis_password)
     keys = Keys(args.prefix)
     if args.all:
         ids = client.retry_all(redis, queue=args.queue, cause=args.cause, keys=keys)
@@ -332,9 +442,11 @@ def cmd_reap(args: argparse.Namespace) -> ExitCode:
     from sigrun.runner.reaper import reap  # noqa: PLC0415
 
     async def run() -> int:
-        redis = connect_async(args.redis)
+        redis = connect_async(args.redis, password=args.redis_password)
         try:
-            records = await reap(Store(redis, Keys(args.prefix)), backoff=Backoff(args.backoff), now=now())
+            records = await reap(
+                Store(redis, Keys(args.prefix)), backoff=Backoff(args.backoff), now=now()
+            )
         finally:
             await redis.aclose()
         for record in records:
@@ -373,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sigrun: {e}", file=sys.stderr)
         return ExitCode.CONFIG
     except CONNECTION_ERRORS as e:
-        print(f"sigrun: cannot reach Redis at {args.redis}: {e}", file=sys.stderr)
+        print(f"sigrun: cannot reach Redis at {redact(args.redis)}: {e}", file=sys.stderr)
         return ExitCode.REDIS_UNAVAILABLE
     except SigrunError as e:
         print(f"sigrun: {e}", file=sys.stderr)

@@ -196,7 +196,9 @@ def history(
     return [Record.from_json(fields["record"]) for _, fields in entries]
 
 
-def job_state(redis: SyncRedis, queue: str, job_id: str, keys: Keys | None = None) -> dict[str, str]:
+def job_state(
+    redis: SyncRedis, queue: str, job_id: str, keys: Keys | None = None
+) -> dict[str, str]:
     """The job hash as stored: state, attempt, outcome, cause, result, record, timestamps."""
     return redis.hgetall((keys or Keys()).queue(queue).job(job_id))
 
@@ -210,11 +212,21 @@ def retry(redis: SyncRedis, queue: str, job_id: str, keys: Keys | None = None) -
         raise SigrunError(f"no job {job_id} on queue {queue} (it may have expired)")
     job = Job.from_json(raw, queue=queue)
     fresh = replace(job, attempt=1, dirty_streak=0, dirty_causes=(), enqueued_at=now())
-    return bool(_RETRY.run_sync(redis, [q.job(job_id), q.failed, q.pending], [job_id, fresh.to_json(), fresh.enqueued_at]))
+    return bool(
+        _RETRY.run_sync(
+            redis,
+            [q.job(job_id), q.failed, q.pending],
+            [job_id, fresh.to_json(), fresh.enqueued_at],
+        )
+    )
 
 
 def retry_all(
-    redis: SyncRedis, *, queue: str | None = None, cause: Cause | None = None, keys: Keys | None = None
+    redis: SyncRedis,
+    *,
+    queue: str | None = None,
+    cause: Cause | None = None,
+    keys: Keys | None = None,
 ) -> list[str]:
     """Requeue every failed or dirty job (of one queue, of one cause); return their ids."""
     done = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass, field
 
 from sigrun.runner.errors import ConfigError
@@ -51,8 +52,8 @@ class WorkerConfig:
             raise ConfigError("the heartbeat TTL must be longer than the heartbeat interval")
         if not self.allowed_modules:
             raise ConfigError(
-                "no module is allowed to run: give --allow-module PREFIX (or SIGRUN_ALLOW_MODULES); "
-                "sigrun refuses every job function outside that list"
+                "no module is allowed to run: give --allow-module PREFIX (or "
+                "SIGRUN_ALLOW_MODULES); sigrun refuses every job function outside that list"
             )
 
 
@@ -73,4 +74,5 @@ def identity_from_env(environ: dict[str, str] | None = None) -> RunnerIdentity:
         pod_name=pod_name,
         pod_uid=env.get("SIGRUN_POD_UID") or None,
         pod_namespace=env.get("SIGRUN_POD_NAMESPACE") or None,
+        started_at=time.time(),
     )

@@ -21,13 +21,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from sigrun.runner import client
 from sigrun.runner.cgroup import CgroupUnavailable, MemoryCgroup
 from sigrun.runner.errors import SigrunError
 from sigrun.runner.exits import format_bytes
 from sigrun.runner.jobs import Record
-from sigrun.runner.redisio import SyncRedis, connect
+from sigrun.runner.redisio import SyncRedis, connect, redact
 from sigrun.runner.redisserver import RedisServer
 
 QUEUE = "demo-imports"
@@ -66,6 +67,7 @@ class WindowResult:
 def run_demo(redis_url: str | None = None, hours: int = 12) -> int:
     print("sigrun demo: the seed story (an import in time windows, 4 jobs at once)\n")
     with contextlib.ExitStack() as stack:
+        own_redis = redis_url is None
         if redis_url is None:
             server = stack.enter_context(RedisServer())
             redis_url = server.url
@@ -74,22 +76,32 @@ def run_demo(redis_url: str | None = None, hours: int = 12) -> int:
             print(f"  Redis at {redis_url}")
         redis = connect(redis_url)
         cgroup = stack.enter_context(_demo_cgroup())
-        log_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="sigrun-demo-"))
+        log_dir = Path(tempfile.mkdtemp(prefix="sigrun-demo-"))  # kept: the runners' own view
         print(f"  runner logs in {log_dir}\n")
 
-        one_hour = _run_import(redis, redis_url, cgroup, hours, 60, os.path.join(log_dir, "run1.log"))
+        one_hour = _run_import(
+            redis, redis_url, cgroup, hours=hours, minutes=60, log=log_dir / "run1.log"
+        )
         _print_results(f"Run 1: {hours} one-hour windows", one_hour)
         died = [w for w in one_hour if w.state != "succeeded"]
         if died and died[0].record and died[0].record.last_words:
-            print(f'  last words of {died[0].label}: "{died[0].record.last_words[-1]}" '
-                  "(its own 'loaded' line never came)\n")
+            print(
+                f'  last words of {died[0].label}: "{died[0].record.last_words[-1]}" '
+                "(its own 'loaded' line never came)\n"
+            )
 
-        quarter = _run_import(redis, redis_url, cgroup, hours, 15, os.path.join(log_dir, "run2.log"))
+        quarter = _run_import(
+            redis, redis_url, cgroup, hours=hours, minutes=15, log=log_dir / "run2.log"
+        )
         _print_results(f"Run 2: the same {hours} hours in 15-minute windows", quarter, brief=True)
 
         info = client.info(redis)
         print(f"Totals: processed {info.processed}, failed {info.failed}, dirty {info.dirty}.")
-        print("See them again with: sigrun failed --redis URL --cause OOMKilled")
+        if own_redis:
+            print("This demo's Redis stops now. To look around afterwards, run it on yours:")
+            print("  sigrun demo --redis URL; sigrun failed --redis URL --cause OOMKilled")
+        else:
+            print(f"Look closer: sigrun failed --redis {redact(redis_url)} --cause OOMKilled")
     return 0
 
 
@@ -112,21 +124,35 @@ def _demo_cgroup() -> Iterator[MemoryCgroup | None]:
 
 
 def _run_import(
-    redis: SyncRedis, url: str, cgroup: MemoryCgroup | None, hours: int, minutes: int, log: str
+    redis: SyncRedis, url: str, cgroup: MemoryCgroup | None, *, hours: int, minutes: int, log: Path
 ) -> list[WindowResult]:
     ids = {}
     for start in range(0, hours * 60, minutes):
-        job_id = client.enqueue(redis, QUEUE, "sigrun.runner.demo:import_window", start, minutes,
-                                max_attempts=1)
+        job_id = client.enqueue(
+            redis, QUEUE, "sigrun.runner.demo:import_window", start, minutes, max_attempts=1
+        )
         ids[job_id] = window_label(start, minutes)
     command = [
-        sys.executable, "-m", "sigrun.runner.cli", "work", "--redis", url, "--queue", QUEUE,
-        "--concurrency", str(CONCURRENCY), "--burst", "--allow-module", "sigrun.runner.demo",
+        sys.executable,
+        "-m",
+        "sigrun.runner.cli",
+        "work",
+        "--redis",
+        url,
+        "--queue",
+        QUEUE,
+        "--concurrency",
+        str(CONCURRENCY),
+        "--burst",
+        "--allow-module",
+        "sigrun.runner.demo",
     ]
     with open(log, "w") as out:
         # The runner joins the cgroup before it starts: it and every child share one limit.
         runner = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             preexec_fn=(lambda: cgroup.add(os.getpid())) if cgroup else None,  # noqa: PLW1509
         )
         if runner.wait(timeout=600) != 0:
@@ -135,7 +161,9 @@ def _run_import(
     for job_id, label in ids.items():
         state = client.job_state(redis, QUEUE, job_id)
         raw = state.get("record")
-        results.append(WindowResult(label, state.get("state", "?"), Record.from_json(raw) if raw else None))
+        results.append(
+            WindowResult(label, state.get("state", "?"), Record.from_json(raw) if raw else None)
+        )
     return results
 
 
@@ -149,5 +177,9 @@ def _print_results(title: str, results: list[WindowResult], *, brief: bool = Fal
             cause = r.record.cause.value if r.record and r.record.cause else ""
             message = r.record.message if r.record else ""
             print(f"  {r.label:<{width}}  {r.state:<9}  {cause:<9}  {message}")
-    dirty = [r for r in results if r.record and r.record.cause and r.record.cause.value == "OOMKilled"]
-    print(f"  => {ok} of {len(results)} windows succeeded, {len(dirty)} died as DirtyExit OOMKilled\n")
+    dirty = [
+        r for r in results if r.record and r.record.cause and r.record.cause.value == "OOMKilled"
+    ]
+    print(
+        f"  => {ok} of {len(results)} windows succeeded, {len(dirty)} died as DirtyExit OOMKilled\n"
+    )

@@ -24,7 +24,3 @@ class FunctionNotFound(SigrunError):
 
 class ConfigError(SigrunError):
     """A command-line option or environment variable has a value that cannot work."""
-
-
-class RedisUnavailable(SigrunError):
-    """Redis could not be reached (after retries, where the caller asked for them)."""

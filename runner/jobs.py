@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 
 from sigrun.runner.errors import PayloadError
 
-JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
 
 class State(StrEnum):
@@ -136,7 +136,9 @@ class Job:
             raise PayloadError("payload has no 'id'")
         func = body.get("func")
         if not isinstance(func, str) or ":" not in func:
-            raise PayloadError(f"payload has no 'func' of the form 'package.module:function': {func!r}")
+            raise PayloadError(
+                f"payload has no 'func' of the form 'package.module:function': {func!r}"
+            )
         args = body.get("args", [])
         kwargs = body.get("kwargs", {})
         if not isinstance(args, list):
@@ -235,6 +237,7 @@ class RunnerIdentity:
     pod_name: str | None = None
     pod_uid: str | None = None
     pod_namespace: str | None = None
+    started_at: float = 0.0  # tells a restarted container's new runner from the dead one
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,20 @@ in one Redis Cluster slot and a Lua script may touch them together.
 
 Per queue ``q`` (hash-tagged)::
 
-    sigrun:{q}:pending            list    job payloads (JSON); enqueue LPUSHes, runners take from the right
-    sigrun:{q}:inflight:<runner>  list    payloads a runner has taken and not yet finished (reliable fetch)
+    sigrun:{q}:pending            list    job payloads (JSON); enqueue LPUSHes,
+                                          runners take from the right (FIFO)
+    sigrun:{q}:inflight:<runner>  list    payloads a runner has taken and not yet
+                                          finished (reliable fetch)
     sigrun:{q}:runners            hash    runner id -> identity JSON, for every runner that may hold
                                           an in-flight list of this queue (the reaper's index)
     sigrun:{q}:delayed            zset    payload -> due time: retries waiting out their backoff
-    sigrun:{q}:job:<id>           hash    state, payload, attempts, runner, timestamps, outcome, last record;
-                                          expires a while after the job ends
-    sigrun:{q}:failed             zset    job id -> time, for jobs whose final state is failed or dirty
-    sigrun:{q}:history            stream  one record per failed or dirty attempt, capped (MAXLEN ~)
+    sigrun:{q}:job:<id>           hash    state, payload, attempt, runner, timestamps,
+                                          outcome, result, last record; expires a
+                                          while after the job ends
+    sigrun:{q}:failed             zset    job id -> time, for jobs whose final state
+                                          is failed or dirty
+    sigrun:{q}:history            stream  one record per failed or dirty attempt,
+                                          capped (MAXLEN ~)
     sigrun:{q}:stats              hash    processed, succeeded, failed, dirty, retried counters
 
 Global (not hash-tagged; each written by one command, never inside a script)::

@@ -72,9 +72,7 @@ def decide(job: Job, verdict: Verdict, *, now: float, backoff: Backoff) -> Decis
 
     if dirty:
         return Decision(State.DIRTY, gave_up=True, note=gave_up_note(streak, causes))
-    return Decision(
-        State.FAILED, gave_up=True, note=f"gave up after {job.attempt} attempt(s)"
-    )
+    return Decision(State.FAILED, gave_up=True, note=f"gave up after {job.attempt} attempt(s)")
 
 
 def gave_up_note(streak: int, causes: tuple[str, ...]) -> str:

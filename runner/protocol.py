@@ -55,9 +55,7 @@ class Store:
         )
         return payload if isinstance(payload, str) else None
 
-    async def wait_reserve(
-        self, queue: str, runner_id: str, timeout: float
-    ) -> str | None:
+    async def wait_reserve(self, queue: str, runner_id: str, timeout: float) -> str | None:
         """Block up to ``timeout`` seconds for a job; the idle runner's path (BLMOVE)."""
         q = self.keys.queue(queue)
         return await self.redis.blmove(q.pending, q.inflight(runner_id), timeout, "RIGHT", "LEFT")
@@ -66,7 +64,12 @@ class Store:
         """The "running" write that :meth:`reserve` does inside its script."""
         await self.redis.hset(
             self.keys.queue(job.queue).job(job.id),
-            mapping={"state": "running", "runner": runner_id, "started_at": now, "attempt": job.attempt},
+            mapping={
+                "state": "running",
+                "runner": runner_id,
+                "started_at": now,
+                "attempt": job.attempt,
+            },
         )
 
     async def requeue(self, queue: str, runner_id: str, payload: str, job_id: str) -> bool:
@@ -139,6 +142,7 @@ class Store:
         *,
         queues: Iterable[str],
         job_ids: Iterable[str],
+        rss: Mapping[str, int] | None = None,
         concurrency: int,
         started_at: float,
         now: float,
@@ -149,6 +153,9 @@ class Store:
         fields: dict[str, str | int | float] = {
             "queues": ",".join(queues),
             "jobs": ",".join(job_ids),
+            # Each child's resident memory now: after a whole-container OOM kill, the
+            # operator names the biggest as the likely culprit and spares the others.
+            "rss": json.dumps(dict(rss or {}), separators=(",", ":")),
             "concurrency": concurrency,
             "started_at": started_at,
             "seen_at": now,
@@ -167,7 +174,9 @@ class Store:
 
     async def forget_runner(self, queue: str, runner_id: str) -> bool:
         q = self.keys.queue(queue)
-        return bool(await _FORGET_RUNNER.run(self.redis, [q.inflight(runner_id), q.runners], [runner_id]))
+        return bool(
+            await _FORGET_RUNNER.run(self.redis, [q.inflight(runner_id), q.runners], [runner_id])
+        )
 
     async def runners_of(self, queue: str) -> Mapping[str, RunnerIdentity]:
         raw = await self.redis.hgetall(self.keys.queue(queue).runners)
@@ -188,3 +197,38 @@ class Store:
 
     async def queues(self) -> set[str]:
         return await self.redis.smembers(self.keys.queues)
+
+    async def runner_state(self, runner_id: str) -> dict[str, str]:
+        """A runner's last heartbeat (empty once it expired)."""
+        return await self.redis.hgetall(self.keys.runner(runner_id))
+
+    async def depth(self, queue: str) -> QueueDepth:
+        """What the operator scales on and reports: pending, in flight, and the counters."""
+        q = self.keys.queue(queue)
+        runners = await self.redis.hgetall(q.runners)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(q.pending)
+        pipe.hgetall(q.stats)
+        for runner_id in runners:
+            pipe.llen(q.inflight(runner_id))
+        pending, stats, *inflight = await pipe.execute()
+        return QueueDepth(
+            pending=int(pending),
+            inflight={rid: int(n) for rid, n in zip(runners, inflight, strict=True)},
+            processed=int(stats.get("processed", 0)),
+            failed=int(stats.get("failed", 0)),
+            dirty=int(stats.get("dirty", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    pending: int
+    inflight: Mapping[str, int]  # runner id -> jobs it holds
+    processed: int
+    failed: int
+    dirty: int
+
+    @property
+    def running(self) -> int:
+        return sum(self.inflight.values())

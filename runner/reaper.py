@@ -77,7 +77,12 @@ async def record_lost_jobs(
         except PayloadError as e:
             job_id = job_id_of_raw(payload) or synthetic_id(payload)
             record = bad_payload_record(
-                payload, queue, str(e), job_id=job_id, identity=identity or _nobody(runner_id), now=now
+                payload,
+                queue,
+                str(e),
+                job_id=job_id,
+                identity=identity or _nobody(runner_id),
+                now=now,
             )
             verdict = Verdict(Outcome.FAILED, Cause.BAD_PAYLOAD, record.message)
             decision = Decision(State.FAILED)
@@ -105,8 +110,12 @@ async def record_lost_jobs(
             now=now,
         )
         if done:
-            log.warning("DirtyExit of job %s: %s", record.job_id, record.message,
-                        extra={"job_id": record.job_id, "queue": queue})
+            log.warning(
+                "DirtyExit of job %s: %s",
+                record.job_id,
+                record.message,
+                extra={"job_id": record.job_id, "queue": queue},
+            )
             recorded.append(record)
     return recorded
 
@@ -123,8 +132,13 @@ async def reap(
             if runner_id in alive:
                 continue
             recorded += await record_lost_jobs(
-                store, queue, runner_id, runner_lost(runner_id, identity),
-                identity=identity, backoff=backoff, now=now,
+                store,
+                queue,
+                runner_id,
+                runner_lost(runner_id, identity),
+                identity=identity,
+                backoff=backoff,
+                now=now,
             )
             await store.forget_runner(queue, runner_id)
     return recorded
@@ -137,4 +151,3 @@ def synthetic_id(payload: str) -> str:
 
 def _nobody(runner_id: str) -> RunnerIdentity:
     return RunnerIdentity(runner_id=runner_id, hostname="", pid=0)
-

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -82,10 +83,18 @@ class SyncRedis(Protocol):
     def close(self) -> None: ...
 
 
-def connect_async(url: str, *, max_connections: int | None = None) -> AsyncRedis:
-    """A client for the runner and the operator.  Connections are made lazily."""
+def connect_async(
+    url: str, *, password: str | None = None, max_connections: int | None = None
+) -> AsyncRedis:
+    """A client for the runner and the operator.  Connections are made lazily.
+
+    ``password`` (from a Secret, in a pod) overrides one in the URL, so the URL
+    itself can sit in a ConfigMap or on a command line without the secret.
+    """
+    extra: dict[str, Any] = {"password": password} if password else {}
     client = redis.asyncio.Redis.from_url(
         url,
+        **extra,
         decode_responses=True,
         max_connections=max_connections,
         socket_connect_timeout=5,
@@ -94,9 +103,20 @@ def connect_async(url: str, *, max_connections: int | None = None) -> AsyncRedis
     return cast(AsyncRedis, client)
 
 
-def connect(url: str) -> SyncRedis:
+def connect(url: str, *, password: str | None = None) -> SyncRedis:
     """A client for the CLI and for code that enqueues jobs."""
-    return cast(SyncRedis, redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5))
+    extra: dict[str, Any] = {"password": password} if password else {}
+    client = redis.Redis.from_url(url, **extra, decode_responses=True, socket_connect_timeout=5)
+    return cast(SyncRedis, client)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Script:
@@ -122,4 +142,3 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
-

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +33,16 @@ from sigrun.runner.cgroup import MemoryCgroup
 from sigrun.runner.config import WorkerConfig, identity_from_env
 from sigrun.runner.errors import PayloadError
 from sigrun.runner.exits import KillReason, classify
-from sigrun.runner.jobs import Cause, Job, Outcome, RunnerIdentity, State, Verdict, job_id_of_raw, now
+from sigrun.runner.jobs import (
+    Cause,
+    Job,
+    Outcome,
+    RunnerIdentity,
+    State,
+    Verdict,
+    job_id_of_raw,
+    now,
+)
 from sigrun.runner.policy import Decision, decide
 from sigrun.runner.protocol import Store
 from sigrun.runner.reaper import reap, synthetic_id
@@ -85,7 +95,9 @@ class Worker:
         self._drained = False
         self._stop_at = 0.0
         self._taking: set[asyncio.Task[_Taken | None]] = set()
-        self._running: dict[str, str] = {}  # job id -> queue, for heartbeats and the termination log
+        self._running: dict[
+            str, str
+        ] = {}  # job id -> queue, for heartbeats and the termination log
 
     @property
     def runner_id(self) -> str:
@@ -99,11 +111,15 @@ class Worker:
             loop.add_signal_handler(sig, self._on_signal, sig)
         log.info(
             "runner %s: queues %s, concurrency %d%s",
-            self.runner_id, ",".join(self.config.queues), self.config.concurrency,
+            self.runner_id,
+            ",".join(self.config.queues),
+            self.config.concurrency,
             ", burst" if self.config.burst else "",
         )
         try:
-            await self._retrying("register", lambda: self.store.register(self.identity, self.config.queues))
+            await self._retrying(
+                "register", lambda: self.store.register(self.identity, self.config.queues)
+            )
             await self._beat()
             beating = asyncio.create_task(self._heartbeats())
             slots = [asyncio.create_task(self._slot()) for _ in range(self.config.concurrency)]
@@ -112,7 +128,9 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
             await self._give_back_untouched()
-            await self._retrying("deregister", lambda: self.store.deregister(self.runner_id, self.config.queues))
+            await self._retrying(
+                "deregister", lambda: self.store.deregister(self.runner_id, self.config.queues)
+            )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -128,7 +146,8 @@ class Worker:
             if self._active:
                 log.info(
                     "stopping: waiting up to %gs for %d running job(s)",
-                    self.config.grace_seconds, self._active,
+                    self.config.grace_seconds,
+                    self._active,
                 )
             hurry = asyncio.create_task(self._hurry.wait())
             while (
@@ -136,10 +155,16 @@ class Worker:
                 and not hurry.done()
                 and (left := self._grace_left()) > 0
             ):
-                await asyncio.wait([*slots, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [*slots, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
             if not all(s.done() for s in slots):
-                log.warning("grace period over: killing %d job(s) and requeueing them", self._active)
-                self.supervisor.kill_all(KillReason.SHUTDOWN)
+                log.warning(
+                    "grace period over: killing %d job(s) and requeueing them", self._active
+                )
+                self.supervisor.kill_all(
+                    KillReason.SHUTDOWN, grace_seconds=self.config.grace_seconds
+                )
             hurry.cancel()
         stopping.cancel()
         await asyncio.gather(*slots, return_exceptions=False)
@@ -220,8 +245,14 @@ class Worker:
             await self._reject(taken, str(e))
             return
         extra = {"job_id": job.id, "queue": job.queue}
-        log.info("job %s %s started (attempt %d of %d)", job.id, job.func, job.attempt,
-                 job.max_attempts, extra=extra)
+        log.info(
+            "job %s %s started (attempt %d of %d)",
+            job.id,
+            job.func,
+            job.attempt,
+            job.max_attempts,
+            extra=extra,
+        )
         self._running[job.id] = job.queue
         self._write_termination_log()
         child = asyncio.create_task(self.supervisor.run(job))
@@ -240,33 +271,53 @@ class Worker:
         written = await self._retrying(
             f"record job {job.id}",
             lambda: self.store.finish(
-                queue=job.queue, runner_id=self.runner_id, held_payload=taken.payload,
-                job_id=job.id, verdict=verdict, decision=decision, record=record,
-                result=result, now=at,
+                queue=job.queue,
+                runner_id=self.runner_id,
+                held_payload=taken.payload,
+                job_id=job.id,
+                verdict=verdict,
+                decision=decision,
+                record=record,
+                result=result,
+                now=at,
             ),
         )
-        _log_outcome(job, verdict, decision, record.message if record else "", ending.runtime_seconds)
+        _log_outcome(
+            job, verdict, decision, record.message if record else "", ending.runtime_seconds
+        )
         if not written:
             log.warning(
                 "job %s was already recorded by someone else (a reaper or the operator) "
                 "while this runner could not reach Redis; this outcome is dropped",
-                job.id, extra=extra,
+                job.id,
+                extra=extra,
             )
 
     async def _reject(self, taken: _Taken, reason: str) -> None:
         """A payload that is not a job: record it as failed, keep running."""
         at = now()
         job_id = job_id_of_raw(taken.payload) or synthetic_id(taken.payload)
-        record = bad_payload_record(taken.payload, taken.queue, reason, job_id=job_id,
-                                    identity=self.identity, now=at)
-        log.error("job %s rejected: %s", job_id, record.message,
-                  extra={"job_id": job_id, "queue": taken.queue})
+        record = bad_payload_record(
+            taken.payload, taken.queue, reason, job_id=job_id, identity=self.identity, now=at
+        )
+        log.error(
+            "job %s rejected: %s",
+            job_id,
+            record.message,
+            extra={"job_id": job_id, "queue": taken.queue},
+        )
         await self._retrying(
             f"record bad payload {job_id}",
             lambda: self.store.finish(
-                queue=taken.queue, runner_id=self.runner_id, held_payload=taken.payload,
-                job_id=job_id, verdict=Verdict(Outcome.FAILED, Cause.BAD_PAYLOAD, record.message),
-                decision=Decision(State.FAILED), record=record, result=None, now=at,
+                queue=taken.queue,
+                runner_id=self.runner_id,
+                held_payload=taken.payload,
+                job_id=job_id,
+                verdict=Verdict(Outcome.FAILED, Cause.BAD_PAYLOAD, record.message),
+                decision=Decision(State.FAILED),
+                record=record,
+                result=None,
+                now=at,
             ),
         )
 
@@ -282,8 +333,12 @@ class Worker:
                     await self.store.promote(queue, now())
                 if now() - last_reap >= self.config.reap_interval:
                     last_reap = now()
-                    await reap(self.store, backoff=self.config.backoff, now=last_reap,
-                               queues=self.config.queues)
+                    await reap(
+                        self.store,
+                        backoff=self.config.backoff,
+                        now=last_reap,
+                        queues=self.config.queues,
+                    )
             except CONNECTION_ERRORS as e:
                 log.warning("heartbeat: Redis unavailable (%s); retrying", e)
 
@@ -292,6 +347,11 @@ class Worker:
             self.identity,
             queues=self.config.queues,
             job_ids=list(self._running),
+            rss={
+                job_id: rss
+                for job_id, pid in self.supervisor.running.items()
+                if (rss := resident_bytes(pid)) is not None
+            },
             concurrency=self.config.concurrency,
             started_at=self.started_at,
             now=now(),
@@ -306,8 +366,11 @@ class Worker:
                 if job_id in self._running:
                     continue
                 if await self.store.requeue(queue, self.runner_id, payload, job_id):
-                    log.info("job %s requeued: taken but not started before shutdown", job_id,
-                             extra={"job_id": job_id, "queue": queue})
+                    log.info(
+                        "job %s requeued: taken but not started before shutdown",
+                        job_id,
+                        extra={"job_id": job_id, "queue": queue},
+                    )
 
     async def _inflight(self, queue: str) -> list[str]:
         return await self._retrying(
@@ -345,7 +408,21 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
 
 
-def _log_outcome(job: Job, verdict: Verdict, decision: Decision, message: str, runtime: float) -> None:
+def resident_bytes(pid: int) -> int | None:
+    """A child's resident memory now, from /proc (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _log_outcome(
+    job: Job, verdict: Verdict, decision: Decision, message: str, runtime: float
+) -> None:
     extra = {"job_id": job.id, "queue": job.queue}
     if verdict.outcome is Outcome.SUCCEEDED:
         log.info("job %s %s succeeded in %.3fs", job.id, job.func, runtime, extra=extra)

@@ -56,13 +56,17 @@ def sigrun_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sigrun.runner.cli", *args, *extra]
 
 
-def run_sigrun(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_sigrun(
+    *args: str, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``sigrun`` CLI and wait for it."""
     done = subprocess.run(
         sigrun_command(*args), capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"sigrun {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"sigrun {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

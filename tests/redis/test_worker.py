@@ -24,7 +24,9 @@ ALLOW = ("--allow-module", "tests.redis.jobs")
 
 
 def work_burst(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_sigrun("work", "--redis", url, "--queue", Q, "--burst", *ALLOW, "--backoff", "0", *extra)
+    return run_sigrun(
+        "work", "--redis", url, "--queue", Q, "--burst", *ALLOW, "--backoff", "0", *extra
+    )
 
 
 def state(raw: raw_redis.Redis, job_id: str) -> dict[str, str]:
@@ -40,7 +42,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_burst_runs_jobs_and_keeps_results(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+def test_burst_runs_jobs_and_keeps_results(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str
+) -> None:
     ids = [client.enqueue(redis, Q, "tests.redis.jobs:add", i, 1) for i in range(5)]
     work_burst(redis_url, "--concurrency", "2")
     assert [json.loads(state(raw, i)["result"]) for i in ids] == [1, 2, 3, 4, 5]
@@ -49,27 +53,41 @@ def test_burst_runs_jobs_and_keeps_results(redis: SyncRedis, raw: raw_redis.Redi
     assert (info["processed"], info["failed"], info["dirty"], info["pending"]) == (5, 0, 0, 0)
 
 
-def test_exception_is_recorded_with_type_message_and_traceback(redis: SyncRedis, redis_url: str) -> None:
+def test_exception_is_recorded_with_type_message_and_traceback(
+    redis: SyncRedis, redis_url: str
+) -> None:
     job_id = client.enqueue(redis, Q, "tests.redis.jobs:boom", "the disk is full", max_attempts=1)
     work_burst(redis_url)
     [record] = client.failed(redis, queue=Q)
-    assert (record.job_id, record.outcome, record.cause) == (job_id, Outcome.FAILED, Cause.EXCEPTION)
+    assert (record.job_id, record.outcome, record.cause) == (
+        job_id,
+        Outcome.FAILED,
+        Cause.EXCEPTION,
+    )
     assert record.exc_type.endswith("ValueError") and record.exc_message == "the disk is full"
     assert "raise ValueError(message)" in record.traceback
     assert record.runner_id and record.hostname and record.pid
 
 
-def test_sigkilled_child_is_a_dirty_exit_with_its_last_words(redis: SyncRedis, redis_url: str) -> None:
+def test_sigkilled_child_is_a_dirty_exit_with_its_last_words(
+    redis: SyncRedis, redis_url: str
+) -> None:
     client.enqueue(redis, Q, "tests.redis.jobs:kill_self", "SIGKILL", max_attempts=1)
     work_burst(redis_url)
     [record] = client.failed(redis, queue=Q)
     assert (record.outcome, record.cause, record.signal, record.signal_name) == (
-        Outcome.DIRTY, Cause.SIGNAL, 9, "SIGKILL")
+        Outcome.DIRTY,
+        Cause.SIGNAL,
+        9,
+        "SIGKILL",
+    )
     assert record.message.startswith(f"pid {record.pid} SIGKILL (signal 9): Signal")
     assert "about to die" in record.last_words
 
 
-def test_a_job_that_always_dies_dirty_gives_up_after_max_attempts(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+def test_a_job_that_always_dies_dirty_gives_up_after_max_attempts(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str
+) -> None:
     job_id = client.enqueue(redis, Q, "tests.redis.jobs:kill_self", "SIGSEGV", max_attempts=3)
     work_burst(redis_url)
     assert state(raw, job_id)["state"] == "dirty"
@@ -80,9 +98,13 @@ def test_a_job_that_always_dies_dirty_gives_up_after_max_attempts(redis: SyncRed
     assert "retrying" in history[1].message
 
 
-def test_failing_job_is_retried_with_backoff_until_it_succeeds(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+def test_failing_job_is_retried_with_backoff_until_it_succeeds(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     counter = tmp_path / "attempts"
-    job_id = client.enqueue(redis, Q, "tests.redis.jobs:fail_until", str(counter), 3, max_attempts=3)
+    job_id = client.enqueue(
+        redis, Q, "tests.redis.jobs:fail_until", str(counter), 3, max_attempts=3
+    )
     work_burst(redis_url)
     assert state(raw, job_id)["state"] == "succeeded"
     assert json.loads(state(raw, job_id)["result"]) == 3
@@ -90,7 +112,9 @@ def test_failing_job_is_retried_with_backoff_until_it_succeeds(redis: SyncRedis,
     assert client.failed(redis, queue=Q) == []
 
 
-def test_malformed_payloads_are_failed_with_a_clear_cause_and_the_runner_keeps_going(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str) -> None:
+def test_malformed_payloads_are_failed_with_a_clear_cause_and_the_runner_keeps_going(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str
+) -> None:
     pending = Keys().queue(Q).pending
     raw.sadd(Keys().queues, Q)
     raw.lpush(pending, "this is not json")
@@ -119,11 +143,22 @@ def test_malformed_payloads_are_failed_with_a_clear_cause_and_the_runner_keeps_g
     assert "os" in not_allowed.message and "allow" in not_allowed.message.lower()
 
 
-def test_sigterm_lets_running_jobs_finish_within_the_grace_period(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+def test_sigterm_lets_running_jobs_finish_within_the_grace_period(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "started"
     job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 1.5, str(marker))
-    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--grace", "20",
-                          log=tmp_path / "runner.log")
+    runner = start_sigrun(
+        "work",
+        "--redis",
+        redis_url,
+        "--queue",
+        Q,
+        *ALLOW,
+        "--grace",
+        "20",
+        log=tmp_path / "runner.log",
+    )
     try:
         wait_for(marker.exists, what="the job to start")
         runner.send_signal(signal.SIGTERM)
@@ -133,11 +168,24 @@ def test_sigterm_lets_running_jobs_finish_within_the_grace_period(redis: SyncRed
     assert state(raw, job_id)["state"] == "succeeded"
 
 
-def test_sigterm_after_the_grace_period_kills_and_requeues_without_spending_an_attempt(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+def test_sigterm_after_the_grace_period_kills_and_requeues_without_spending_an_attempt(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     markers = [tmp_path / "a", tmp_path / "b"]
     ids = [client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(m)) for m in markers]
-    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--concurrency", "2",
-                          "--grace", "1", log=tmp_path / "runner.log")
+    runner = start_sigrun(
+        "work",
+        "--redis",
+        redis_url,
+        "--queue",
+        Q,
+        *ALLOW,
+        "--concurrency",
+        "2",
+        "--grace",
+        "1",
+        log=tmp_path / "runner.log",
+    )
     try:
         wait_for(lambda: all(m.exists() for m in markers), what="both jobs to start")
         started = time.monotonic()
@@ -156,11 +204,22 @@ def test_sigterm_after_the_grace_period_kills_and_requeues_without_spending_an_a
     assert not [k for k in raw.keys("*inflight*") if raw.llen(k)], "nothing left in flight"
 
 
-def test_a_second_sigterm_ends_the_grace_period_at_once(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+def test_a_second_sigterm_ends_the_grace_period_at_once(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "started"
     job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(marker))
-    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--grace", "300",
-                          log=tmp_path / "runner.log")
+    runner = start_sigrun(
+        "work",
+        "--redis",
+        redis_url,
+        "--queue",
+        Q,
+        *ALLOW,
+        "--grace",
+        "300",
+        log=tmp_path / "runner.log",
+    )
     try:
         wait_for(marker.exists, what="the job to start")
         runner.send_signal(signal.SIGTERM)
@@ -173,18 +232,31 @@ def test_a_second_sigterm_ends_the_grace_period_at_once(redis: SyncRedis, raw: r
     assert state(raw, job_id)["state"] == "queued"
 
 
-def test_a_runner_killed_outright_is_reaped_once_as_runner_lost(redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path) -> None:
+def test_a_runner_killed_outright_is_reaped_once_as_runner_lost(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "started"
     job_id = client.enqueue(redis, Q, "tests.redis.jobs:sleep", 120, str(marker), max_attempts=2)
-    runner = start_sigrun("work", "--redis", redis_url, "--queue", Q, *ALLOW, "--heartbeat-ttl", "2",
-                          log=tmp_path / "runner.log")
+    runner = start_sigrun(
+        "work",
+        "--redis",
+        redis_url,
+        "--queue",
+        Q,
+        *ALLOW,
+        "--heartbeat-ttl",
+        "2",
+        log=tmp_path / "runner.log",
+    )
     wait_for(lambda: marker.exists() and marker.read_text() != "", what="the job to start")
     # As if the whole container were OOM-killed: the runner and its child die together.
     runner.kill()
     runner.wait()
     os.kill(int(marker.read_text()), signal.SIGKILL)
     time.sleep(2.5)  # the heartbeat expires
-    reapers = [start_sigrun("reap", "--redis", redis_url, log=tmp_path / f"reap{i}.log") for i in range(3)]
+    reapers = [
+        start_sigrun("reap", "--redis", redis_url, log=tmp_path / f"reap{i}.log") for i in range(3)
+    ]
     assert [r.wait(timeout=30) for r in reapers] == [0, 0, 0]
     history = client.history(redis, Q)
     assert [(r.job_id, r.cause) for r in history] == [(job_id, Cause.RUNNER_LOST)]
@@ -197,8 +269,9 @@ def test_redis_going_away_does_not_lose_the_outcome(redis: SyncRedis, tmp_path: 
         local = client_for(server.url)
         marker = tmp_path / "started"
         job_id = client.enqueue(local, Q, "tests.redis.jobs:sleep", 2, str(marker))
-        runner = start_sigrun("work", "--redis", server.url, "--queue", Q, *ALLOW,
-                              log=tmp_path / "runner.log")
+        runner = start_sigrun(
+            "work", "--redis", server.url, "--queue", Q, *ALLOW, log=tmp_path / "runner.log"
+        )
         try:
             wait_for(marker.exists, what="the job to start")
             server.stop()
@@ -206,8 +279,10 @@ def test_redis_going_away_does_not_lose_the_outcome(redis: SyncRedis, tmp_path: 
             assert runner.poll() is None, "the runner survives Redis going away"
             server.start_again()
             local = client_for(server.url)
-            wait_for(lambda: local.hget(Keys().queue(Q).job(job_id), "state") == "succeeded",
-                     what="the outcome to be written once Redis is back")
+            wait_for(
+                lambda: local.hget(Keys().queue(Q).job(job_id), "state") == "succeeded",
+                what="the outcome to be written once Redis is back",
+            )
         finally:
             runner.send_signal(signal.SIGTERM)
             runner.wait(timeout=20)
