@@ -15,6 +15,9 @@ from sigrun.runner.redisserver import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The local Kubernetes control plane (fixtures `cluster`, `namespace`, `api_client`).
+pytest_plugins = ["tests.cluster.fixture"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
