@@ -134,6 +134,7 @@ def _run_import(
         ids[job_id] = window_label(start, minutes)
     command = [
         sys.executable,
+        "-P",  # never the current directory on sys.path: a folder there could shadow a module
         "-m",
         "sigrun.runner.cli",
         "work",

@@ -56,7 +56,8 @@ def sigrun_command(*args: str) -> list[str]:
     standard library's ``operator`` module before Python finishes starting.
     """
     extra = ["--path", str(REPO)] if args[:1] == ("work",) else []
-    return [sys.executable, "-m", "sigrun.runner.cli", *args, *extra]
+    # -P: the current directory may be the repository root; it must not go on sys.path.
+    return [sys.executable, "-P", "-m", "sigrun.runner.cli", *args, *extra]
 
 
 def run_sigrun(
