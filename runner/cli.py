@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "recorded as RunnerLost [env SIGRUN_HEARTBEAT_TTL; default %(default)s]",
     )
     p.add_argument(
+        "--reap-interval",
+        type=float,
+        default=float(_env("SIGRUN_REAP_INTERVAL", "30") or 30),
+        help="seconds between this runner's looks for lost runners' jobs "
+        "[env SIGRUN_REAP_INTERVAL; default %(default)s]",
+    )
+    p.add_argument(
         "--termination-log",
         default=_env("SIGRUN_TERMINATION_LOG"),
         help="file to keep the running job ids in, for Kubernetes' termination "
@@ -236,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cause", type=Cause, choices=list(Cause), metavar="CAUSE")
     p.set_defaults(handler=cmd_retry)
 
+    p = sub.add_parser("job", help="one job: state, attempts, timeline and its last record")
+    _add_common(p)
+    p.add_argument("job_id")
+    p.add_argument("--queue", help="the job's queue (found by id when left out)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_job)
+
     p = sub.add_parser("reap", help="record the jobs of runners whose heartbeat expired")
     _add_common(p)
     p.add_argument(
@@ -280,6 +294,7 @@ def cmd_work(args: argparse.Namespace) -> ExitCode:
         retention=Retention(job_ttl_seconds=args.job_ttl, history_max=args.history_max),
         heartbeat_ttl=args.heartbeat_ttl,
         heartbeat_interval=min(5.0, args.heartbeat_ttl / 3),
+        reap_interval=args.reap_interval,
         prefix=args.prefix,
         termination_log=args.termination_log,
         child_cgroup=args.child_cgroup,
@@ -414,6 +429,45 @@ def render_records(records: Sequence[Record]) -> str:
         for r in records
     ]
     return _table(["JOB", "QUEUE", "FUNC", "CAUSE", "TRY", "PEAK", "AT", "MESSAGE"], rows)
+
+
+def cmd_job(args: argparse.Namespace) -> ExitCode:
+    redis = connect(args.redis, password=args.redis_password)
+    keys = Keys(args.prefix)
+    queue = args.queue or client.find_queue(redis, args.job_id, keys)
+    fields = client.job_state(redis, queue, args.job_id, keys) if queue else {}
+    if not queue or not fields:
+        print(f"no job {args.job_id} (never enqueued, or expired after it ended)")
+        return ExitCode.FAILED
+    record = Record.from_json(fields["record"]) if fields.get("record") else None
+    steps = client.timeline(redis, queue, args.job_id, keys)
+    if args.json:
+        body = {
+            "id": args.job_id,
+            "queue": queue,
+            "state": fields.get("state"),
+            "attempt": int(fields.get("attempt", 1)),
+            "func": fields.get("func"),
+            "result": json.loads(fields["result"]) if fields.get("result") else None,
+            "timeline": [{"state": s, "at": at} for s, at in steps],
+            "record": json.loads(record.to_json()) if record else None,
+        }
+        print(json.dumps(body, indent=2))
+        return ExitCode.OK
+    print(f"job       {args.job_id}")
+    print(f"queue     {queue}")
+    print(f"func      {fields.get('func', '')}")
+    print(f"state     {fields.get('state', '')} (attempt {fields.get('attempt', 1)})")
+    if fields.get("result"):
+        print(f"result    {fields['result']}")
+    if steps:
+        start = steps[0][1]
+        print("timeline  " + " -> ".join(f"{s} +{at - start:.2f}s" for s, at in steps))
+    if record:
+        print(f"last      {record.message}")
+        for line in record.last_words[-5:]:
+            print(f"  | {line}")
+    return ExitCode.OK
 
 
 def cmd_retry(args: argparse.Namespace) -> ExitCode:

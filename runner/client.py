@@ -7,13 +7,12 @@ plain ``redis.Redis`` (or a URL).  The runner's own asyncio side is
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from sigrun.runner.errors import PayloadError, SigrunError
-from sigrun.runner.jobs import JSON, Cause, Job, Record, State, new_job_id, now
+from sigrun.runner.jobs import JSON, Cause, Job, Record, new_job_id, now
 from sigrun.runner.keys import Keys
 from sigrun.runner.redisio import Script, SyncRedis
 
@@ -203,6 +202,27 @@ def job_state(
     return redis.hgetall((keys or Keys()).queue(queue).job(job_id))
 
 
+def timeline(
+    redis: SyncRedis, queue: str, job_id: str, keys: Keys | None = None
+) -> list[tuple[str, float]]:
+    """Every state the job has been in, oldest first: ``[("queued", t), ("running", t), ...]``."""
+    raw = redis.hget((keys or Keys()).queue(queue).job(job_id), "timeline") or ""
+    entries = []
+    for entry in raw.split():
+        state, _, at = entry.partition("@")
+        entries.append((state, float(at)))
+    return entries
+
+
+def find_queue(redis: SyncRedis, job_id: str, keys: Keys | None = None) -> str | None:
+    """The queue a job id belongs to (job ids are unique across queues in practice)."""
+    keys = keys or Keys()
+    for queue in sorted(redis.smembers(keys.queues)):
+        if redis.exists(keys.queue(queue).job(job_id)):
+            return queue
+    return None
+
+
 def retry(redis: SyncRedis, queue: str, job_id: str, keys: Keys | None = None) -> bool:
     """Requeue one failed or dirty job with a fresh set of attempts."""
     keys = keys or Keys()
@@ -234,11 +254,3 @@ def retry_all(
         if retry(redis, record.queue, record.job_id, keys):
             done.append(record.job_id)
     return done
-
-
-def state_of(raw: str | None) -> State | None:
-    return State(raw) if raw else None
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, default=repr)

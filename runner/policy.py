@@ -64,7 +64,8 @@ def decide(job: Job, verdict: Verdict, *, now: float, backoff: Backoff) -> Decis
         delay = backoff.delay(job.attempt)
         next_job = replace(job, attempt=job.attempt + 1, dirty_streak=streak, dirty_causes=causes)
         return Decision(
-            State.RETRYING,
+            # Without a backoff the job goes straight back to the queue.
+            State.RETRYING if delay > 0 else State.QUEUED,
             next_job=next_job,
             due=now + delay,
             note=f"retrying in {delay:g}s (attempt {job.attempt + 1} of {job.max_attempts})",

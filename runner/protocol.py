@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-from sigrun.runner.jobs import JSON, Job, Outcome, Record, RunnerIdentity, Verdict
+from sigrun.runner.jobs import JSON, Job, Outcome, Record, RunnerIdentity, Verdict, now
 from sigrun.runner.keys import Keys
 from sigrun.runner.policy import Decision
 from sigrun.runner.redisio import AsyncRedis, Script
@@ -25,6 +25,7 @@ _FINISH = Script("finish")
 _PROMOTE = Script("promote")
 _REQUEUE = Script("requeue")
 _FORGET_RUNNER = Script("forget_runner")
+_STARTED = Script("started")
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,15 @@ class Store:
 
     async def mark_running(self, job: Job, runner_id: str, now: float) -> None:
         """The "running" write that :meth:`reserve` does inside its script."""
-        await self.redis.hset(
-            self.keys.queue(job.queue).job(job.id),
-            mapping={
-                "state": "running",
-                "runner": runner_id,
-                "started_at": now,
-                "attempt": job.attempt,
-            },
-        )
+        key = self.keys.queue(job.queue).job(job.id)
+        await _STARTED.run(self.redis, [key], [runner_id, now, job.attempt])
 
     async def requeue(self, queue: str, runner_id: str, payload: str, job_id: str) -> bool:
         """Give back a job that was taken but never started; no attempt is spent."""
         q = self.keys.queue(queue)
-        done = await _REQUEUE.run(self.redis, [q.inflight(runner_id), q.base], [payload, job_id])
+        done = await _REQUEUE.run(
+            self.redis, [q.inflight(runner_id), q.base], [payload, job_id, now()]
+        )
         return bool(done)
 
     # -- ending jobs ---------------------------------------------------------

@@ -12,6 +12,6 @@ if state and state ~= 'succeeded' and state ~= 'failed' and state ~= 'dirty' the
 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'state', 'queued', 'payload', ARGV[1], 'func', ARGV[3],
-           'enqueued_at', ARGV[2], 'attempt', 1)
+           'enqueued_at', ARGV[2], 'attempt', 1, 'timeline', 'queued@' .. ARGV[2])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1

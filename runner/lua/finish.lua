@@ -31,7 +31,13 @@ local state = ARGV[4]
 
 redis.call('HINCRBY', base .. 'stats', 'processed', 1)
 redis.call('HINCRBY', base .. 'stats', ARGV[3], 1)
-redis.call('HSET', job, 'state', state, 'outcome', ARGV[3], 'cause', ARGV[12], 'ended_at', ARGV[8])
+-- The timeline names the attempt's outcome, then where the job went (unless that is the same).
+local timeline = (redis.call('HGET', job, 'timeline') or '') .. ' ' .. ARGV[3] .. '@' .. ARGV[8]
+if state ~= ARGV[3] then
+  timeline = timeline .. ' ' .. state .. '@' .. ARGV[8]
+end
+redis.call('HSET', job, 'state', state, 'outcome', ARGV[3], 'cause', ARGV[12], 'ended_at', ARGV[8],
+           'timeline', timeline)
 
 if ARGV[9] ~= '' then
   redis.call('HSET', job, 'result', ARGV[9])

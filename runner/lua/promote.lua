@@ -11,7 +11,9 @@ for _, payload in ipairs(due) do
   redis.call('LPUSH', KEYS[2] .. 'pending', payload)
   local ok, job = pcall(cjson.decode, payload)
   if ok and type(job) == 'table' and type(job.id) == 'string' then
-    redis.call('HSET', KEYS[2] .. 'job:' .. job.id, 'state', 'queued')
+    local key = KEYS[2] .. 'job:' .. job.id
+    local timeline = (redis.call('HGET', key, 'timeline') or '') .. ' queued@' .. ARGV[1]
+    redis.call('HSET', key, 'state', 'queued', 'timeline', timeline)
   end
 end
 return #due

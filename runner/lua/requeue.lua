@@ -7,12 +7,15 @@
 -- KEYS[2]  sigrun:{q}:   per-queue prefix (pending, job:<id>)
 -- ARGV[1]  payload
 -- ARGV[2]  job id (may be empty if the payload is not parseable)
+-- ARGV[3]  now
 -- Returns 1 when requeued, 0 when it was no longer in flight.
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
 redis.call('RPUSH', KEYS[2] .. 'pending', ARGV[1])
 if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2] .. 'job:' .. ARGV[2], 'state', 'queued')
+  local key = KEYS[2] .. 'job:' .. ARGV[2]
+  local timeline = (redis.call('HGET', key, 'timeline') or '') .. ' queued@' .. ARGV[3]
+  redis.call('HSET', key, 'state', 'queued', 'timeline', timeline)
 end
 return 1

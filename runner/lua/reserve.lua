@@ -15,7 +15,9 @@ if not payload then
 end
 local ok, job = pcall(cjson.decode, payload)
 if ok and type(job) == 'table' and type(job.id) == 'string' then
-  redis.call('HSET', KEYS[3] .. 'job:' .. job.id, 'state', 'running', 'runner', ARGV[1],
-             'started_at', ARGV[2], 'attempt', tonumber(job.attempt) or 1)
+  local key = KEYS[3] .. 'job:' .. job.id
+  local timeline = (redis.call('HGET', key, 'timeline') or '') .. ' running@' .. ARGV[2]
+  redis.call('HSET', key, 'state', 'running', 'runner', ARGV[1], 'started_at', ARGV[2],
+             'attempt', tonumber(job.attempt) or 1, 'timeline', timeline)
 end
 return payload

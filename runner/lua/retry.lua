@@ -13,6 +13,8 @@ if state ~= 'failed' and state ~= 'dirty' then
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[1], 'state', 'queued', 'payload', ARGV[2], 'enqueued_at', ARGV[3], 'attempt', 1)
+local timeline = (redis.call('HGET', KEYS[1], 'timeline') or '') .. ' queued@' .. ARGV[3]
+redis.call('HSET', KEYS[1], 'state', 'queued', 'payload', ARGV[2], 'enqueued_at', ARGV[3],
+           'attempt', 1, 'timeline', timeline)
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -10,7 +12,7 @@ from sigrun.runner import client
 from sigrun.runner.cgroup import MemoryCgroup
 from sigrun.runner.jobs import Cause, Outcome
 from sigrun.runner.redisio import SyncRedis
-from tests.conftest import run_sigrun
+from tests.conftest import run_sigrun, sigrun_command
 
 pytestmark = pytest.mark.kernel
 
@@ -66,3 +68,43 @@ def test_a_job_past_its_own_timeout_is_killed_as_a_timeout(
         "SIGKILL",
     )
     assert record.runtime_seconds is not None and 0.5 <= record.runtime_seconds < 5
+
+
+def test_a_runner_inside_a_memory_limit_survives_its_childs_oom_kill_and_goes_on(
+    redis: SyncRedis, redis_url: str, make_cgroup: Callable[[int], MemoryCgroup]
+) -> None:
+    """Like a container: runner and children share one limit; only the greedy child dies."""
+    cgroup = make_cgroup(160 * MiB)
+    greedy = client.enqueue(redis, Q, "tests.kernel.jobs:allocate", 512, max_attempts=3)
+    modest = [client.enqueue(redis, Q, "tests.kernel.jobs:allocate", 16) for _ in range(5)]
+    command = sigrun_command(
+        "work",
+        "--redis",
+        redis_url,
+        "-q",
+        Q,
+        "--burst",
+        "--backoff",
+        "0",
+        "--allow-module",
+        "tests.kernel.jobs",
+    )
+    runner = subprocess.run(
+        command,
+        preexec_fn=lambda: cgroup.add(os.getpid()),  # noqa: PLW1509
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert runner.returncode == 0, runner.stderr
+    history = client.history(redis, Q)
+    assert [(r.job_id, r.cause) for r in history] == [(greedy, Cause.OOM_KILLED)] * 3
+    assert "memory limit 160Mi" in history[0].message
+    assert history[0].message.endswith("gave up after 3 dirty exits (OOMKilled)")
+    # Peak RSS near the limit: the child grew until the kernel stopped it.
+    assert all(100 * MiB < (r.peak_rss_bytes or 0) <= 170 * MiB for r in history), [
+        r.peak_rss_bytes for r in history
+    ]
+    for job_id in modest:
+        assert client.job_state(redis, Q, job_id)["state"] == "succeeded"

@@ -42,3 +42,24 @@ def fail_until(counter: str, succeed_on: int) -> int:
 
 def exit_with(code: int) -> None:
     os._exit(code)
+
+
+def die_first(counter: str, name: str = "SIGKILL") -> int:
+    """Killed by a signal on its first attempt only; succeeds after that."""
+    path = Path(counter)
+    attempt = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    if attempt == 1:
+        os.kill(os.getpid(), signal.Signals[name])
+    return attempt
+
+
+def sleep_first(counter: str, seconds: float, marker: str) -> int:
+    """A long first attempt (pid written to ``marker``), a quick second one."""
+    path = Path(counter)
+    attempt = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    if attempt == 1:
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(seconds)
+    return attempt

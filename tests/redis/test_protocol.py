@@ -187,7 +187,8 @@ def test_racing_reapers_record_a_lost_runners_job_once(
         (job_id, Cause.RUNNER_LOST, Outcome.DIRTY)
     ]
     assert "r1" in history[0].message
-    assert raw.hget(Keys().queue(Q).job(job_id), "state") == "retrying"
+    assert raw.hget(Keys().queue(Q).job(job_id), "state") == "queued", "no backoff: straight back"
+    assert raw.llen(Keys().queue(Q).pending) == 1
     assert raw.hlen(Keys().queue(Q).runners) == 0, "a reaped runner leaves the index"
 
 
