@@ -91,7 +91,7 @@ def test_a_runner_inside_a_memory_limit_survives_its_childs_oom_kill_and_goes_on
     )
     runner = subprocess.run(
         command,
-        preexec_fn=lambda: cgroup.add(os.getpid()),  # noqa: PLW1509
+        preexec_fn=lambda: cgroup.add(os.getpid()),
         capture_output=True,
         text=True,
         timeout=120,
