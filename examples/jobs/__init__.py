@@ -1,0 +1,1 @@
+"""Example job modules for sigrun; the example JobQueue allows the prefix ``jobs.``."""
