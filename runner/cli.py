@@ -85,7 +85,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands this module defines; any other is looked up among the plugins.
+BUILT_IN = frozenset({"work", "enqueue", "info", "failed", "retry", "job", "reap", "demo"})
+
+
+def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``plugins=False`` leaves out the entry-point commands.
+
+    Loading a plugin imports its module (the operator's imports kopf and the
+    Kubernetes client: half a second and some 35 MiB), which ``sigrun work``
+    must not pay for.
+    """
     parser = argparse.ArgumentParser(
         prog="sigrun",
         description=(
@@ -193,6 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("SIGRUN_CHILD_CGROUP"),
         help="memory cgroup directory each child joins [env SIGRUN_CHILD_CGROUP]",
     )
+    p.add_argument(
+        "--preload",
+        action="store_true",
+        default=_env_flag("SIGRUN_PRELOAD"),
+        help="import each allowed job module once, in the fork server, on its first job, "
+        "so children do not import it again; its top-level code must be safe to fork "
+        "after (no threads or connections made at import) [env SIGRUN_PRELOAD]",
+    )
+    p.add_argument(
+        "--no-fork-server",
+        dest="fork_server",
+        action="store_false",
+        default=not _env_flag("SIGRUN_NO_FORK_SERVER"),
+        help="fork children from the runner process itself instead of from a lean "
+        "fork server (slower) [env SIGRUN_NO_FORK_SERVER]",
+    )
     p.set_defaults(handler=cmd_work)
 
     p = sub.add_parser(
@@ -263,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(handler=cmd_demo)
 
-    for entry in entry_points(group="sigrun.commands"):
+    for entry in entry_points(group="sigrun.commands") if plugins else ():
         register: Callable[[Any], None] = entry.load()
         register(sub)
     return parser
@@ -298,6 +324,8 @@ def cmd_work(args: argparse.Namespace) -> ExitCode:
         prefix=args.prefix,
         termination_log=args.termination_log,
         child_cgroup=args.child_cgroup,
+        fork_server=args.fork_server,
+        preload=args.preload,
     )
 
     async def work() -> None:
@@ -531,7 +559,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args = build_parser(plugins=command not in BUILT_IN).parse_args(words)
     setup_logging(args.log_level, args.log_format)
     try:
         code: int = args.handler(args)

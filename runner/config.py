@@ -36,6 +36,12 @@ class WorkerConfig:
     prefix: str = "sigrun:"
     termination_log: str | None = None
     child_cgroup: str | None = None  # path of a memory cgroup children join (demo, tests)
+    # Fork children from a lean fork server process (runner/forkserver.py) rather
+    # than from the runner itself: cheaper forks, and on a second core.
+    fork_server: bool = True
+    # The fork server imports each allowed job module on its first job, so later
+    # children need not (runs the module's top-level code in the fork server).
+    preload: bool = False
 
     def __post_init__(self) -> None:
         if not self.queues:

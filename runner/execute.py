@@ -7,13 +7,18 @@ fresh Python has, stdin from /dev/null and stdout/stderr into the output pipe
 the configured cgroup and ``oom_score_adj``; :func:`child_main` resolves
 ``job.func`` against the allow-list, runs the function (awaiting it if it is a
 coroutine function) and writes one :class:`ChildReport` as JSON to the report
-pipe.  It never talks to Redis, and it never returns: whatever happens, the
+file.  It never talks to Redis, and it never returns: whatever happens, the
 child ends in ``os._exit`` so it cannot fall back into the parent's code (the
 parent's event loop, its Redis connections, its ``atexit`` handlers).
 
 Speed matters here: every page of the parent's memory the child writes to is
 copied on that first write (a fault costing microseconds), so the child-side
 code avoids touching what it does not need and the parent prepares what it can.
+For the same reason this module does not import asyncio (nor anything that
+imports threading, whose fork hooks cost every child time): the fork server
+forks from a process without it, and a child imports asyncio only for a job
+that returns a coroutine -- and then raises :data:`asyncio_hint`, so the fork
+server can import it once for the children after it.
 
 The allow-list (``allowed_modules``): an entry ending in ``.`` (``"jobs."``) allows
 that package and every module below it; any other entry (``"myapp.tasks"``)
@@ -28,12 +33,12 @@ chooses ``func``; the allow-list is what keeps that from being arbitrary code.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C half of signal, untyped
-import asyncio
 import contextlib
 import faulthandler
 import importlib
 import inspect
 import json
+import mmap
 import os
 import signal
 import sys
@@ -51,6 +56,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERNAL",
     "EXIT_OK",
+    "OK_NONE",
     "ChildSetup",
     "child_main",
     "encode_report",
@@ -141,6 +147,9 @@ class ChildSetup:
     # in the parent (never written there): making them in each child would cost
     # a copy-on-write fault for every page io's code touches.
     streams: tuple[TextIO, TextIO]
+    # The signals whose handler the child must reset, when the parent knows them
+    # for good (None: the child looks at every signal, and at the wakeup fd).
+    signals: tuple[int, ...] | None = None
 
     @classmethod
     def of(
@@ -150,23 +159,59 @@ class ChildSetup:
         cgroup: MemoryCgroup | None = None,
         oom_score_adj: int | None = None,
         faulthandler: bool = True,
+        settled: bool = False,
     ) -> ChildSetup:
+        """The set-up for this parent's children.
+
+        ``settled``: the parent is the fork server, whose signal handlers never
+        change after this call and which has no wakeup fd.  Then the signals to
+        reset are found once, here, and faulthandler is enabled in the parent
+        itself (its handlers and stack are inherited, and write to the child's
+        fd 2), so no child spends time on either.
+        """
+        signals = None
+        if settled:
+            signals = tuple(sig for sig in _SIGNALS if _fresh_handler(sig) is not None)
+            if faulthandler:
+                _enable_faulthandler()
         return cls(
             allowed_modules=allowed_modules,
             cgroup_procs=os.fsencode(cgroup.path / "cgroup.procs") if cgroup else None,
             oom_score_adj=None if oom_score_adj is None else str(oom_score_adj).encode(),
-            faulthandler=faulthandler,
+            faulthandler=faulthandler and not settled,
             streams=(_line_buffered(1), _line_buffered(2)),
+            signals=signals,
         )
 
 
+def _enable_faulthandler() -> None:
+    faulthandler.enable(2)
+
+
 def start_child(
-    setup: ChildSetup, job: Job, *, output_fd: int, report_fd: int, close_fds: Sequence[int]
+    setup: ChildSetup,
+    job: Job | None,
+    *,
+    output_fd: int,
+    report_fd: int,
+    close_fds: Sequence[int],
+    job_fd: int = -1,
+    warm: Sequence[str] = (),
 ) -> NoReturn:
-    """In a child just forked: set up, run ``job`` with :func:`child_main`, ``os._exit``."""
+    """In a child just forked: set up, run ``job`` with :func:`child_main`, ``os._exit``.
+
+    Without a ``job`` this child is a spare, forked ahead of need: it sets itself
+    up, resolves the functions in ``warm`` (``module:function``, those of the last
+    jobs, which the next job most likely needs too: this imports their modules)
+    then waits for its job's JSON on ``job_fd`` (until end of file) and runs it.
+    Importing here is what the job's child would do anyway, only before the job's
+    clock starts; a function that fails to resolve is left for the job itself to
+    resolve and report.  A spare that gets end of file without a job was not
+    needed and exits 0.
+    """
     try:
         os.setpgid(0, 0)
-        _reset_signals()
+        _reset_signals(setup.signals)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(output_fd, 1)
@@ -184,12 +229,35 @@ def start_child(
         if setup.oom_score_adj is not None:
             with contextlib.suppress(OSError):  # raising it needs no privilege; lowering does
                 _write_file(b"/proc/self/oom_score_adj", setup.oom_score_adj)
+        if job is None:
+            _resolve_quietly(warm, setup.allowed_modules)
+            job = _receive_job(job_fd)
         child_main(job, setup.allowed_modules, report_fd)
     except BaseException as e:
         with contextlib.suppress(BaseException):
             os.write(2, f"sigrun: child set-up failed: {type(e).__name__}: {e}\n".encode())
     finally:
         os._exit(EXIT_INTERNAL)
+
+
+def _resolve_quietly(functions: Sequence[str], allowed_modules: Sequence[str]) -> None:
+    for func in functions:
+        with contextlib.suppress(BaseException):  # the job resolves it again, and reports why
+            _resolved[func] = resolve(func, allowed_modules)
+
+
+#: Functions a spare resolved before its job came (see :func:`start_child`).
+_resolved: dict[str, Callable[..., Any]] = {}
+
+
+def _receive_job(job_fd: int) -> Job:
+    chunks = []
+    while chunk := os.read(job_fd, 65536):
+        chunks.append(chunk)
+    os.close(job_fd)
+    if not chunks:
+        os._exit(EXIT_OK)  # a spare nobody needed
+    return Job.from_json(b"".join(chunks), queue="")
 
 
 def child_main(job: Job, allowed_modules: Sequence[str], report_fd: int) -> NoReturn:
@@ -205,13 +273,15 @@ def child_main(job: Job, allowed_modules: Sequence[str], report_fd: int) -> NoRe
         # running in this thread" (the supervisor forks from inside its loop).
         # Python 3.11 does not clear it, and asyncio.run() would then refuse to
         # start; the parent's loop is unusable here anyway.
-        asyncio.events._set_running_loop(None)
+        aio = sys.modules.get("asyncio")
+        if aio is not None:
+            aio.events._set_running_loop(None)
         try:
             report = _run(job, allowed_modules)
         except SystemExit as e:
             code = _system_exit_code(e)
         else:
-            _write_all(report_fd, _OK_NONE if _is_plain_ok(report) else encode_report(report))
+            _write_all(report_fd, OK_NONE if _is_plain_ok(report) else encode_report(report))
             code = EXIT_OK if report.ok else EXIT_FAILED
     except BaseException:
         # Only our own machinery gets here (a failing write, say): leave a trace
@@ -230,7 +300,7 @@ def child_main(job: Job, allowed_modules: Sequence[str], report_fd: int) -> NoRe
 
 def _run(job: Job, allowed_modules: Sequence[str]) -> ChildReport:
     try:
-        func = resolve(job.func, allowed_modules)
+        func = _resolved.get(job.func) or resolve(job.func, allowed_modules)
     except FunctionNotAllowed as e:
         return _refusal(Cause.FUNCTION_NOT_ALLOWED, e)
     except FunctionNotFound as e:
@@ -242,7 +312,7 @@ def _run(job: Job, allowed_modules: Sequence[str]) -> ChildReport:
     try:
         result = func(*job.args, **job.kwargs)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = _run_coroutine(result)
     except SystemExit:
         raise
     except BaseException as e:  # the job's own failure, KeyboardInterrupt included
@@ -262,6 +332,19 @@ def _run(job: Job, allowed_modules: Sequence[str]) -> ChildReport:
             traceback=_cap(traceback.format_exc(), _MAX_TRACEBACK, keep_end=True),
         )
     return ChildReport(ok=True, result=result)
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    if "asyncio" not in sys.modules and asyncio_hint is not None:
+        asyncio_hint[0] = 1  # tell the fork server: later children want asyncio loaded
+    import asyncio  # noqa: PLC0415 - only coroutine jobs need it (see the module docstring)
+
+    return asyncio.run(coroutine)
+
+
+#: Set by the fork server before it forks: one byte of memory shared with its
+#: children, which a child sets when it had to import asyncio itself.
+asyncio_hint: mmap.mmap | None = None
 
 
 def _misfit(func: Callable[..., Any], job: Job) -> str | None:
@@ -302,9 +385,9 @@ def encode_report(report: ChildReport) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode()
 
 
-# The commonest report, a job that returned None, encoded ahead (in the parent) so
-# the child skips json's copy-on-write faults.
-_OK_NONE = encode_report(ChildReport(ok=True))
+#: The commonest report, a job that returned None, encoded ahead (in the parent) so
+#: the child skips json's copy-on-write faults, and the parent its parsing.
+OK_NONE = encode_report(ChildReport(ok=True))
 
 
 def _is_plain_ok(report: ChildReport) -> bool:
@@ -360,22 +443,35 @@ def _system_exit_code(e: SystemExit) -> int:
 _kept_streams: list[object] = []
 
 
-def _reset_signals() -> None:
+def _reset_signals(only: tuple[int, ...] | None = None) -> None:
     """Give the child the handlers a fresh Python process has, not the runner's.
 
     Uses the C half of :mod:`signal` directly: the public wrappers convert every
     value to an enum, which in a freshly forked child costs ten times the rest.
+    ``only``: the signals known (by a settled parent) to need it; None: look.
     """
+    setsignal = _signal.signal
+    if only is not None:
+        for sig in only:
+            setsignal(sig, _signal.default_int_handler if sig == _SIGINT else _signal.SIG_DFL)
+        return
     # The runner's loop may have set a wakeup fd: a signal the job handles must
     # not write into the parent's event loop (asyncio would run the parent's handler).
     _signal.set_wakeup_fd(-1)
-    getsignal, setsignal = _signal.getsignal, _signal.signal
     for sig in _SIGNALS:
-        handler = getsignal(sig)
-        if callable(handler):
-            fresh = _signal.default_int_handler if sig == _SIGINT else _signal.SIG_DFL
-            if handler is not fresh:
-                setsignal(sig, fresh)
+        fresh = _fresh_handler(sig)
+        if fresh is not None:
+            setsignal(sig, fresh)
+
+
+def _fresh_handler(sig: int) -> Any:
+    """The handler a fresh Python has for ``sig`` if this process has another; else None."""
+    handler = _signal.getsignal(sig)
+    if callable(handler):
+        fresh = _signal.default_int_handler if sig == _SIGINT else _signal.SIG_DFL
+        if handler is not fresh:
+            return fresh
+    return None
 
 
 _SIGINT = int(signal.SIGINT)

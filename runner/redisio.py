@@ -31,13 +31,14 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 
 
 class AsyncPipeline(Protocol):
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: str | int | float) -> Any: ...
     def hset(self, name: str, mapping: Mapping[str, str | int | float]) -> Any: ...
     def expire(self, name: str, time: int) -> Any: ...
     def llen(self, name: str) -> Any: ...
     def hgetall(self, name: str) -> Any: ...
     def exists(self, *names: str) -> Any: ...
     def sadd(self, name: str, *values: str) -> Any: ...
-    async def execute(self) -> list[Any]: ...
+    async def execute(self, raise_on_error: bool = True) -> list[Any]: ...
 
 
 class AsyncRedis(Protocol):
@@ -142,3 +143,25 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
+
+
+#: One script run: the script, its keys, its arguments.
+ScriptCall = tuple[Script, Sequence[str], Sequence[str | int | float]]
+
+
+async def run_pipelined(client: AsyncRedis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run several scripts in one round trip, in order; each is atomic, the group is not.
+
+    A script Redis has not cached (NOSCRIPT: it did not run) is sent again alone,
+    with its source; any other error is raised.
+    """
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    results = await pipe.execute(raise_on_error=False)
+    for i, (script, keys, args) in enumerate(calls):
+        if isinstance(results[i], NoScriptError):
+            results[i] = await client.eval(script.source, len(keys), *keys, *args)
+        elif isinstance(results[i], Exception):
+            raise results[i]
+    return results

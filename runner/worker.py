@@ -1,9 +1,15 @@
 """``sigrun work``: take jobs from Redis, run each in a forked child, record how it ended.
 
 One asyncio loop does the Redis talking; each of ``concurrency`` slots takes a
-job, hands it to the :class:`Supervisor` (which forks and waits) and writes the
+job, hands it to the supervisor (which forks and waits) and writes the
 outcome.  The loop never blocks on a child, so a slot that waits for a job on
 an idle queue (BLMOVE) does not delay the others.
+
+The supervisor is by default the fork server (:mod:`sigrun.runner.forkclient`):
+children are forked from a lean second process, not from this one, which keeps
+forks cheap and lets the forking run on another core while this loop talks to
+Redis.  A busy slot writes a job's outcome and takes its next job in one round
+trip (:meth:`Store.finish_and_reserve`).
 
 What it guarantees:
 
@@ -33,6 +39,7 @@ from sigrun.runner.cgroup import MemoryCgroup
 from sigrun.runner.config import WorkerConfig, identity_from_env
 from sigrun.runner.errors import PayloadError
 from sigrun.runner.exits import KillReason, classify
+from sigrun.runner.forkclient import ForkServer
 from sigrun.runner.jobs import (
     Cause,
     Job,
@@ -48,7 +55,7 @@ from sigrun.runner.protocol import Store
 from sigrun.runner.reaper import reap, synthetic_id
 from sigrun.runner.records import bad_payload_record, record_for
 from sigrun.runner.redisio import CONNECTION_ERRORS
-from sigrun.runner.supervise import Supervisor, SupervisorConfig
+from sigrun.runner.supervise import JobSupervisor, Supervisor, SupervisorConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +80,12 @@ class Worker:
         store: Store,
         *,
         identity: RunnerIdentity | None = None,
-        supervisor: Supervisor | None = None,
+        supervisor: JobSupervisor | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.identity = identity or identity_from_env()
-        cgroup = MemoryCgroup.at(config.child_cgroup) if config.child_cgroup else None
-        self.supervisor = supervisor or Supervisor(
-            SupervisorConfig(
-                allowed_modules=config.allowed_modules,
-                default_timeout=config.default_timeout,
-                child_cgroup=cgroup,
-            )
-        )
+        self.supervisor = supervisor or _supervisor_for(config)
         self.started_at = now()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: end the grace period now
@@ -117,6 +117,7 @@ class Worker:
             ", burst" if self.config.burst else "",
         )
         try:
+            await self.supervisor.start()
             await self._retrying(
                 "register", lambda: self.store.register(self.identity, self.config.queues)
             )
@@ -134,6 +135,7 @@ class Worker:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            await self.supervisor.close()
         log.info("runner %s stopped", self.runner_id)
 
     async def _until_done(self, slots: list[asyncio.Task[None]]) -> None:
@@ -199,7 +201,11 @@ class Worker:
             if taken is not None:
                 self._active += 1
                 try:
-                    await self._run(taken)
+                    # Each outcome is written together with taking the next job; a
+                    # job taken as the runner began to stop is left in flight and
+                    # given back by _give_back_untouched.
+                    while taken is not None and not self._stopping.is_set():
+                        taken = await self._run(taken)
                 finally:
                     self._active -= 1
                     self._changed.set()
@@ -238,12 +244,13 @@ class Worker:
                     return _Taken(queue, payload, needs_running_mark=True)
         return None
 
-    async def _run(self, taken: _Taken) -> None:
+    async def _run(self, taken: _Taken) -> _Taken | None:
+        """Run one job and record its outcome; return the next job if one came with it."""
         try:
             job = Job.from_json(taken.payload, queue=taken.queue)
         except PayloadError as e:
             await self._reject(taken, str(e))
-            return
+            return None
         extra = {"job_id": job.id, "queue": job.queue}
         log.info(
             "job %s %s started (attempt %d of %d)",
@@ -255,11 +262,13 @@ class Worker:
         )
         self._running[job.id] = job.queue
         self._write_termination_log()
-        child = asyncio.create_task(self.supervisor.run(job))
-        if taken.needs_running_mark:
+        if taken.needs_running_mark:  # mark it in Redis while the child already runs
+            child = asyncio.create_task(self.supervisor.run(job))
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.store.mark_running(job, self.runner_id, now())
-        ending = await child
+            ending = await child
+        else:
+            ending = await self.supervisor.run(job)
         del self._running[job.id]
         self._write_termination_log()
 
@@ -268,9 +277,9 @@ class Worker:
         decision = decide(job, verdict, now=at, backoff=self.config.backoff)
         record = record_for(job, verdict, decision, identity=self.identity, now=at, ending=ending)
         result = ending.report.result if ending.report and ending.report.ok else None
-        written = await self._retrying(
-            f"record job {job.id}",
-            lambda: self.store.finish(
+
+        def finish() -> Awaitable[bool]:
+            return self.store.finish(
                 queue=job.queue,
                 runner_id=self.runner_id,
                 held_payload=taken.payload,
@@ -280,8 +289,32 @@ class Worker:
                 record=record,
                 result=result,
                 now=at,
-            ),
-        )
+            )
+
+        following: _Taken | None = None
+        if self._stopping.is_set():
+            written = await self._retrying(f"record job {job.id}", finish)
+        else:
+            first = self.config.queues[0]  # the next job comes from the first queue, if any
+            try:
+                written, payload = await self.store.finish_and_reserve(
+                    queue=job.queue,
+                    runner_id=self.runner_id,
+                    held_payload=taken.payload,
+                    job_id=job.id,
+                    verdict=verdict,
+                    decision=decision,
+                    record=record,
+                    result=result,
+                    now=at,
+                    reserve_from=first,
+                )
+            except CONNECTION_ERRORS as e:
+                log.warning("cannot record job %s: Redis unavailable (%s); retrying", job.id, e)
+                written = await self._retrying(f"record job {job.id}", finish)
+            else:
+                if payload is not None:
+                    following = _Taken(first, payload, needs_running_mark=False)
         _log_outcome(
             job, verdict, decision, record.message if record else "", ending.runtime_seconds
         )
@@ -292,6 +325,7 @@ class Worker:
                 job.id,
                 extra=extra,
             )
+        return following
 
     async def _reject(self, taken: _Taken, reason: str) -> None:
         """A payload that is not a job: record it as failed, keep running."""
@@ -406,6 +440,18 @@ class Worker:
         log.warning("cannot %s: Redis unavailable (%s)", what, error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+
+
+def _supervisor_for(config: WorkerConfig) -> JobSupervisor:
+    cgroup = MemoryCgroup.at(config.child_cgroup) if config.child_cgroup else None
+    supervision = SupervisorConfig(
+        allowed_modules=config.allowed_modules,
+        default_timeout=config.default_timeout,
+        child_cgroup=cgroup,
+    )
+    if config.fork_server:
+        return ForkServer(supervision, preload=config.preload)
+    return Supervisor(supervision)
 
 
 def resident_bytes(pid: int) -> int | None:

@@ -1,0 +1,367 @@
+"""Turn the scenarios' numbers into BENCHMARKS.md (tables) and check them against the targets.
+
+Per round, the ratio sigrun / peer is taken from the two values measured in
+that same round; tables show the median and the range (min-max) of values and
+of those ratios.  Percentiles are linear between the closest ranks.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+MiB = 2**20
+SIGRUNS = ("sigrun", "sigrun-preload")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def ratios(values: dict[str, list[float]], mine: str, theirs: str) -> list[float]:
+    return [a / b for a, b in zip(values.get(mine, []), values.get(theirs, []), strict=False) if b]
+
+
+def _range(s: dict[str, float], fmt: str) -> str:
+    if s["min"] == s["max"]:
+        return format(s["median"], fmt)
+    return f"{format(s['median'], fmt)} ({format(s['min'], fmt)}-{format(s['max'], fmt)})"
+
+
+def _times(s: dict[str, float]) -> str:
+    return f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def throughput_table(scenario: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    values: dict[str, list[float]] = scenario["values"]
+    mine = [k for k in SIGRUNS if k in values]
+    head = "| system | jobs/s: median (min-max) |" + "".join(
+        f" {labels[m]} ÷ this, per round |" for m in mine
+    )
+    lines = [head, "|---|---:|" + "---:|" * len(mine)]
+    for key, vals in values.items():
+        cells = [labels[key], _range(spread(vals), ".0f")]
+        for m in mine:
+            r = ratios(values, m, key)
+            cells.append("—" if key == m or not r else _times(spread(r)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: what was asked, what was measured, met or not (None: not measured)."""
+    checks: list[dict[str, Any]] = []
+    by_id = {s["id"]: s for s in results.get("throughput", [])}
+
+    def ratio_check(scenario: str, mine: str, theirs: str, want: float, what: str) -> None:
+        s = by_id.get(scenario)
+        r = ratios(s["values"], mine, theirs) if s else []
+        if not r:
+            checks.append({"target": what, "system": mine, "measured": "not measured", "met": None})
+            return
+        sp = spread(r)
+        checks.append(
+            {
+                "target": what,
+                "system": mine,
+                "measured": f"{sp['median']:.2f}x (rounds {sp['min']:.2f}-{sp['max']:.2f})",
+                "met": sp["median"] >= want,
+            }
+        )
+
+    for mine in SIGRUNS:
+        ratio_check("noop-c1", mine, "rq-fork", 4.0, "no-op, concurrency 1: ≥ 4x RQ forking Worker")
+        ratio_check("noop-c1", mine, "bare", 0.9, "no-op, concurrency 1: ≥ 0.9x bare fork loop")
+        ratio_check(
+            "noop-c2",
+            mine,
+            "celery",
+            1.0,
+            "no-op, concurrency 2: ≥ Celery prefork (2 processes, no results)",
+        )
+        ratio_check(
+            "noop-c2",
+            mine,
+            "celery-results",
+            1.0,
+            "no-op, concurrency 2: ≥ Celery prefork (2 processes, Redis results)",
+        )
+    latency = results.get("latency", {}).get("values", {})
+    for mine in SIGRUNS:
+        if mine in latency:
+            starts = latency[mine]["start"]
+            p50, p99 = percentile(starts, 50) * 1e3, percentile(starts, 99) * 1e3
+            checks.append(
+                {
+                    "target": "pickup latency (enqueue→start), idle runner: p50 < 3 ms, p99 < 8 ms",
+                    "system": mine,
+                    "measured": f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    "met": p50 < 3 and p99 < 8,
+                }
+            )
+    cost = results.get("cost", {}).get("values", {})
+    if "sigrun" in cost:
+        trips = cost["sigrun"]["round_trips"]
+        checks.append(
+            {
+                "target": "Redis: ≤ 3 round trips per job on the hot path",
+                "system": "sigrun",
+                "measured": f"{trips:.2f} per job (heartbeats included)",
+                "met": trips <= 3,
+            }
+        )
+    memory = results.get("memory")
+    if memory:
+        idle_rss = sum(p["rss"] for p in memory["idle"]) / MiB
+        idle_pss = sum(p["pss"] for p in memory["idle"]) / MiB
+        checks.append(
+            {
+                "target": "idle runner < 40 MB",
+                "system": "sigrun",
+                "measured": f"PSS {idle_pss:.1f} MiB, RSS summed over its processes"
+                f" {idle_rss:.1f} MiB",
+                "met": idle_pss < 40,
+            }
+        )
+        growth = _growth(memory)
+        checks.append(
+            {
+                "target": f"no growth over {memory['jobs']:,} jobs",
+                "system": "sigrun",
+                "measured": f"runner {growth['runner'] / MiB:+.2f} MiB, fork server "
+                f"{growth['fork server'] / MiB:+.2f} MiB (RSS, after warm-up vs end)",
+                "met": abs(growth["runner"]) < 1 * MiB and abs(growth["fork server"]) < 1 * MiB,
+            }
+        )
+    return checks
+
+
+def _role(process: dict[str, Any], root: int) -> str:
+    if process["pid"] == root:
+        return "runner"
+    if process.get("ppid") == root:
+        return "fork server"
+    return "spare child (forked, waiting for a job)"
+
+
+def _growth(memory: dict[str, Any]) -> dict[str, float]:
+    """RSS at the end minus RSS at the first sample past 10% of the jobs (warm-up)."""
+    root = memory["idle"][0]["pid"]
+    warm = next(
+        (s for s in memory["samples"] if s["processed"] >= memory["jobs"] // 10),
+        {"processes": memory["idle"]},
+    )
+
+    def rss(processes: list[dict[str, Any]], role: str) -> float:
+        return float(sum(p["rss"] for p in processes if _role(p, root) == role))
+
+    return {
+        role: rss(memory["after"], role) - rss(warm["processes"], role)
+        for role in ("runner", "fork server")
+    }
+
+
+def _median_ratio(results: dict[str, Any], scenario: str, mine: str, theirs: str) -> float | None:
+    for s in results.get("throughput", []):
+        if s["id"] == scenario:
+            r = ratios(s["values"], mine, theirs)
+            return statistics.median(r) if r else None
+    return None
+
+
+def analysis(results: dict[str, Any]) -> list[str]:
+    """What the throughput tables say, in words, from this run's own per-round ratios."""
+
+    def ratio(scenario: str, mine: str, theirs: str) -> str:
+        value = _median_ratio(results, scenario, mine, theirs)
+        return "n/a" if value is None else f"{value:.2f}x"
+
+    lines = ["## Reading the results", ""]
+    if _median_ratio(results, "noop-c1", "sigrun", "bare") is not None:
+        lines += [
+            f"- Concurrency 1, no-op jobs: sigrun runs at {ratio('noop-c1', 'sigrun', 'bare')} "
+            f"of the bare fork loop by default and {ratio('noop-c1', 'sigrun-preload', 'bare')} "
+            "with `--preload`. The bare loop imports the job's module once, before its first "
+            "fork; by default sigrun never runs job code in the fork server, so every child "
+            "imports the module itself (its spare child does it before the job arrives, which "
+            "hides most but not all of it); `--preload` does what the bare loop does.",
+        ]
+    if _median_ratio(results, "noop-c1", "sigrun", "rq-fork") is not None:
+        lines += [
+            "- Against RQ's forking worker at concurrency 1: "
+            f"{ratio('noop-c1', 'sigrun', 'rq-fork')} by default, "
+            f"{ratio('noop-c1', 'sigrun-preload', 'rq-fork')} with `--preload`.",
+        ]
+    if _median_ratio(results, "noop-c2", "bare", "celery") is not None:
+        lines += [
+            "- Concurrency 2 on 2 cores is bound by CPU, not by waiting, and here fork per job "
+            "meets a pool of long-lived processes. Even the floor, the bare fork loop (two of "
+            f"them), reaches {ratio('noop-c2', 'bare', 'celery')} of Celery without results and "
+            f"{ratio('noop-c2', 'bare', 'celery-results')} of Celery with Redis results in the "
+            "same rounds; sigrun, which also supervises each child (pidfd, process group, output "
+            "and last words, report, timeouts, OOM counter) and records a state, a result and a "
+            f"timeline per job, reaches {ratio('noop-c2', 'sigrun-preload', 'bare')} of that "
+            f"floor with `--preload` ({ratio('noop-c2', 'sigrun', 'bare')} by default).",
+        ]
+    if _median_ratio(results, "realistic-c2", "bare", "celery") is not None:
+        lines += [
+            "- With a realistic job (20 MB allocated and touched, ~5 ms of CPU) the per-job "
+            "overhead matters less, but a fresh child also faults in its 20 MB every time, "
+            "while a pool process reuses memory its allocator kept: bare loop "
+            f"{ratio('realistic-c2', 'bare', 'celery')} and sigrun "
+            f"{ratio('realistic-c2', 'sigrun', 'celery')} of Celery at concurrency 2. That "
+            "is the price of the isolation that lets sigrun say how a job died.",
+        ]
+    return [*lines, ""]
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    labels: dict[str, str] = results["labels"]
+    m, v = meta["machine"], meta["versions"]
+    out = [
+        "# sigrun benchmarks",
+        "",
+        "sigrun side by side with RQ and Celery on the same machine, the same Redis and the",
+        "same job functions. Produced by `python -m bench` (see `bench/`); the numbers below",
+        f"are from a {meta['mode']} run. The machine is shared and noisy, so every figure is a",
+        "median over rounds with its range, and every ratio is taken within one round.",
+        "",
+        "## Setup",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}",
+        f"- date: {m['date']}; load average before the run: {m['load_before']:.2f}",
+        f"- Python {m['python']}; redis-server {v.get('redis-server')};"
+        f" redis-py {v.get('redis-py')}",
+        f"- sigrun {v.get('sigrun')} at commit {v.get('commit')}",
+    ]
+    peers = meta.get("peers")
+    if peers:
+        out.append(
+            "- peers (own virtualenv): "
+            + ", ".join(f"{name} {version}" for name, version in sorted(peers.items()))
+        )
+    else:
+        out.append("- peers: not measured in this run (`--no-peers`)")
+    out += [f"- rounds: {meta['rounds']}; command: `{meta['command']}`", ""]
+    out += ["## Targets", "", "| target | system | measured | met |", "|---|---|---|---|"]
+    for check in results["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
+        out.append(
+            f"| {check['target']} | {labels.get(check['system'], check['system'])}"
+            f" | {check['measured']} | {met} |"
+        )
+    out.append("")
+    if results.get("throughput"):
+        out += ["## Throughput", ""]
+        for scenario in results["throughput"]:
+            out += [
+                f"### {scenario['title']}",
+                "",
+                f"{scenario['n']:,} `{scenario['job']}` jobs,"
+                f" concurrency {scenario['concurrency']}, "
+                f"{len(next(iter(scenario['values'].values())))} round(s).",
+                "",
+                *throughput_table(scenario, labels),
+                "",
+            ]
+    latency = results.get("latency")
+    if latency:
+        out += [
+            "## Pickup latency",
+            "",
+            "An idle worker waits on an empty queue; one job is enqueued at a time,",
+            f"{latency['count']} per round, {latency['rounds']} round(s),"
+            f" {latency['gap'] * 1e3:.0f} ms apart. *start*: from just",
+            "before the enqueue call to the job's first line (it appends `time.time()` to a file);",
+            "*done*: to the end time the system records for the job (sigrun's `ended_at`, RQ's",
+            "`ended_at`, the bare loop's own; Celery keeps none without a result backend).",
+            "",
+            "| system | start p50 | start p99 | start max | done p50 | done p99 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, samples in latency["values"].items():
+            start, done = samples["start"], samples["done"]
+            cells = [
+                labels[key],
+                *(f"{percentile(start, p) * 1e3:.2f} ms" for p in (50, 99, 100)),
+                *((f"{percentile(done, p) * 1e3:.2f} ms" if done else "—") for p in (50, 99)),
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    cost = results.get("cost")
+    if cost:
+        out += [
+            "## Redis cost per job",
+            "",
+            f"No-op jobs through one worker; per job = (run of {cost['big']} jobs - run of",
+            f"{cost['small']}) / {cost['big'] - cost['small']}, so start-up and shut-down cancel"
+            " out and heartbeats and idle polling stay in. The workers talk to Redis through a",
+            "counting proxy "
+            "(`bench/redisproxy.py`): *sent* counts the commands on the wire, *round trips* the",
+            "exchanges in which the client sends and waits for the answer (a pipeline is one).",
+            "*Executed* is the delta of `INFO commandstats` (commands inside Lua scripts count",
+            "there). *Kept* is the growth of `used_memory` per finished job once the worker",
+            "stopped: what stays in Redis until it expires (sigrun: `--job-ttl`, default 1 day;",
+            "RQ: `result_ttl`, default 500 s; Celery keeps nothing without a result backend).",
+            "",
+            "| system | round trips | commands sent | commands executed | bytes kept |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key, per in cost["values"].items():
+            out.append(
+                f"| {labels[key]} | {per['round_trips']:.2f} | {per['commands']:.2f} | "
+                f"{per['executed']:.1f} | {round(per['memory']) or 0} |"
+            )
+        out.append("")
+    memory = results.get("memory")
+    if memory:
+        root = memory["idle"][0]["pid"]
+        out += [
+            "## Runner memory",
+            "",
+            "RSS counts a page in every process that maps it; PSS divides shared pages among",
+            "them, so the PSS of all of a runner's processes added up is what the runner costs",
+            "the machine (and its container's memory accounting, roughly).",
+            "",
+            "| when | process | RSS | PSS | private |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for when, processes in (
+            ("idle", memory["idle"]),
+            (f"after {memory['jobs']:,} jobs", memory["after"]),
+        ):
+            for p in processes:
+                out.append(
+                    f"| {when} | {_role(p, root)} | {p['rss'] / MiB:.1f} MiB"
+                    f" | {p['pss'] / MiB:.1f} MiB | "
+                    f"{p['uss'] / MiB:.1f} MiB |"
+                )
+            out.append(
+                f"| {when} | **all** | {sum(p['rss'] for p in processes) / MiB:.1f} MiB | "
+                f"{sum(p['pss'] for p in processes) / MiB:.1f} MiB | "
+                f"{sum(p['uss'] for p in processes) / MiB:.1f} MiB |"
+            )
+        for key, processes in memory.get("peers", {}).items():
+            out.append(
+                f"| idle | {labels[key]} (all {len(processes)} processes) | "
+                f"{sum(p['rss'] for p in processes) / MiB:.1f} MiB | "
+                f"{sum(p['pss'] for p in processes) / MiB:.1f} MiB | "
+                f"{sum(p['uss'] for p in processes) / MiB:.1f} MiB |"
+            )
+        out.append("")
+    if results.get("throughput"):
+        out += analysis(results)
+    out += results.get("notes", [])
+    return "\n".join(out).rstrip() + "\n"

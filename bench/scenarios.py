@@ -1,0 +1,274 @@
+"""The scenarios: throughput, pickup latency, Redis cost per job, runner memory.
+
+Each returns plain data (lists of numbers per system and round) that
+:mod:`bench.report` turns into tables; nothing here formats.
+
+Timing is taken inside the jobs, the same way for every system: the queue holds
+a ``stamp`` job, the N jobs under test, and another ``stamp`` job; each stamp
+appends ``time.time()`` when it starts, and throughput is N over the time
+between the two.  Worker start-up and shut-down are therefore not counted, for
+anyone.  Rounds alternate the systems (A B C, then B C A, ...) so that a noisy
+neighbour on the machine hits each about equally; ratios are taken within a round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.redisproxy import CountingProxy
+from bench.systems import QUEUE, SIGRUN, Ctx, System, wait_for_file
+from sigrun.runner.keys import Keys
+
+Log = Callable[[str], None]
+
+
+def rotated(systems: Sequence[System], round_index: int) -> list[System]:
+    shift = round_index % len(systems)
+    return [*systems[shift:], *systems[:shift]]
+
+
+def _stamp_times(path: Path) -> list[float]:
+    return [float(line) for line in path.read_text().split()]
+
+
+def _unique(ctx: Ctx, name: str) -> Path:
+    return ctx.work / f"{name}-{time.monotonic_ns()}"
+
+
+# --- throughput ----------------------------------------------------------------------
+
+
+def throughput_once(
+    ctx: Ctx, system: System, *, job: str, n: int, concurrency: int, timeout: float
+) -> float:
+    """Jobs per second for ``n`` jobs of kind ``job``, between two stamp jobs."""
+    ctx.flush()
+    start, end = _unique(ctx, "start"), _unique(ctx, "end")
+    system.enqueue(ctx, [("stamp", [str(start)], 1), (job, [], n), ("stamp", [str(end)], 1)])
+    workers = system.start(ctx, concurrency=concurrency, burst=system.burst)
+    try:
+        if system.burst:
+            workers.wait(timeout)
+        else:
+            wait_for_file(end, timeout=timeout, workers=workers)
+    finally:
+        workers.stop()
+    if not end.exists():
+        raise RuntimeError(f"{system.key}: the end stamp never ran (see {ctx.log(system.key)})")
+    return n / (_stamp_times(end)[0] - _stamp_times(start)[0])
+
+
+def throughput(
+    ctx: Ctx,
+    systems: Sequence[System],
+    *,
+    job: str,
+    n: int,
+    concurrency: int,
+    rounds: int,
+    log: Log,
+) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {s.key: [] for s in systems}
+    timeout = max(300.0, n / 5)
+    for r in range(rounds):
+        for system in rotated(systems, r):
+            value = throughput_once(
+                ctx, system, job=job, n=n, concurrency=concurrency, timeout=timeout
+            )
+            values[system.key].append(value)
+            log(f"  round {r + 1}: {system.key:15} {value:8.1f} jobs/s")
+    return values
+
+
+# --- pickup latency ------------------------------------------------------------------
+
+
+def latency(
+    ctx: Ctx, systems: Sequence[System], *, count: int, gap: float, rounds: int, log: Log
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds from enqueue to the job's start, and to its recorded end, one job at a time."""
+    found: dict[str, dict[str, list[float]]] = {s.key: {"start": [], "done": []} for s in systems}
+    for r in range(rounds):
+        for system in rotated(systems, r):
+            ctx.flush()
+            workers = system.start(ctx, concurrency=1, burst=False)
+            try:
+                system.ready(ctx, workers)
+                stamps = _unique(ctx, "latency")
+                times = system.latency(ctx, count, stamps, gap)
+            finally:
+                workers.stop()
+            starts = _stamp_times(stamps)
+            found[system.key]["start"] += [s - e for (e, _), s in zip(times, starts, strict=True)]
+            found[system.key]["done"] += [
+                d - e for e, d in times if d is not None and e is not None
+            ]
+            median = sorted(found[system.key]["start"])[len(found[system.key]["start"]) // 2]
+            log(
+                f"  round {r + 1}: {system.key:15} enqueue->start median so far"
+                f" {median * 1e3:.2f} ms"
+            )
+    return found
+
+
+# --- Redis cost per job -------------------------------------------------------------
+
+_NOT_WORKER = {"info", "config", "memory", "flushall", "client", "hello", "ping", "command"}
+
+
+def _executed(ctx: Ctx) -> int:
+    stats: dict[str, Any] = ctx.redis.info("commandstats")  # type: ignore[assignment]
+    return sum(
+        int(v["calls"])
+        for k, v in stats.items()
+        if k.removeprefix("cmdstat_").split("|")[0] not in _NOT_WORKER
+    )
+
+
+def _used_memory(ctx: Ctx) -> int:
+    return int(ctx.redis.info("memory")["used_memory"])  # type: ignore[index]
+
+
+def cost_once(
+    ctx: Ctx, system: System, *, n: int, proxy: CountingProxy, timeout: float
+) -> dict[str, float]:
+    ctx.flush()
+    ctx.redis.script_flush()  # both runs load their scripts: it cancels out
+    time.sleep(0.2)
+    memory_before = _used_memory(ctx)
+    end = _unique(ctx, "end")
+    system.enqueue(ctx, [("noop", [], n), ("stamp", [str(end)], 1)])
+    executed_before, wire_before = _executed(ctx), proxy.counts
+    workers = system.start(ctx, concurrency=1, burst=system.burst, url=proxy.url)
+    try:
+        if system.burst:
+            workers.wait(timeout)
+        else:
+            wait_for_file(end, timeout=timeout, workers=workers)
+            time.sleep(0.2)  # its own bookkeeping of the last job
+    finally:
+        workers.stop()
+    wire = proxy.counts
+    executed = _executed(ctx) - executed_before
+    time.sleep(0.2)
+    return {
+        "commands": wire.commands - wire_before.commands,
+        "round_trips": wire.round_trips - wire_before.round_trips,
+        "executed": executed,
+        "memory": _used_memory(ctx) - memory_before,
+    }
+
+
+def cost(
+    ctx: Ctx, systems: Sequence[System], *, small: int, big: int, redis_port: int, log: Log
+) -> dict[str, dict[str, float]]:
+    """Per job, as the difference between a run of ``big`` and one of ``small`` jobs.
+
+    Fixed costs (start-up, registration, shutdown) cancel out; what scales with
+    the run (heartbeats, idle polling) stays in, amortised.
+    """
+    found: dict[str, dict[str, float]] = {}
+    with CountingProxy(redis_port) as proxy:
+        for system in systems:
+            timeout = max(300.0, big / 5)
+            a = cost_once(ctx, system, n=small, proxy=proxy, timeout=timeout)
+            b = cost_once(ctx, system, n=big, proxy=proxy, timeout=timeout)
+            found[system.key] = {k: (b[k] - a[k]) / (big - small) for k in a}
+            per = found[system.key]
+            log(
+                f"  {system.key:15} {per['round_trips']:.2f} round trips, {per['commands']:.2f} "
+                f"commands sent, {per['executed']:.1f} executed,"
+                f" {per['memory']:.0f} bytes kept per job"
+            )
+    return found
+
+
+# --- runner memory ------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += process_tree(int(child))
+    except OSError:
+        pass
+    return found
+
+
+def memory_of(pid: int) -> dict[str, Any]:
+    """RSS, PSS and USS (private) of one process, in bytes, and what it is."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        fields[name] = int(rest.split()[0]) * 1024
+    cmdline = (
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    )
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return {
+        "pid": pid,
+        "ppid": int(stat[stat.rindex(")") + 2 :].split()[1]),
+        "command": cmdline[:200],
+        "rss": fields.get("Rss", 0),
+        "pss": fields.get("Pss", 0),
+        "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+    }
+
+
+def tree_memory(pid: int) -> list[dict[str, Any]]:
+    found = []
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # gone meanwhile (a job child)
+            found.append(memory_of(member))
+    return found
+
+
+def runner_memory(ctx: Ctx, *, jobs: int, log: Log) -> dict[str, Any]:
+    """A sigrun runner's memory idle, then while and after it runs ``jobs`` no-op jobs."""
+    ctx.flush()
+    stats = Keys().queue(QUEUE).stats
+    workers = SIGRUN.start(ctx, concurrency=1, burst=False)
+    samples: list[dict[str, Any]] = []
+    try:
+        SIGRUN.ready(ctx, workers)
+        time.sleep(1.0)
+        idle = tree_memory(workers.pids[0])
+        log(f"  idle: {_summary(idle)}")
+        end = _unique(ctx, "end")
+        SIGRUN.enqueue(ctx, [("noop", [], jobs), ("stamp", [str(end)], 1)])
+        deadline = time.monotonic() + max(600.0, jobs / 5)
+        while not end.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the memory run did not finish")
+            processed = int(ctx.redis.hget(stats, "processed") or 0)
+            samples.append({"processed": processed, "processes": tree_memory(workers.pids[0])})
+            time.sleep(0.5)
+        time.sleep(1.0)
+        after = tree_memory(workers.pids[0])
+        log(f"  after {jobs} jobs: {_summary(after)}")
+    finally:
+        workers.stop()
+    return {"jobs": jobs, "idle": idle, "after": after, "samples": samples}
+
+
+def idle_memory(ctx: Ctx, system: System, *, concurrency: int) -> list[dict[str, Any]]:
+    """A peer worker's processes, idle after one job (for comparison)."""
+    ctx.flush()
+    workers = system.start(ctx, concurrency=concurrency, burst=False)
+    try:
+        system.ready(ctx, workers)
+        time.sleep(1.0)
+        return [m for pid in workers.pids for m in tree_memory(pid)]
+    finally:
+        workers.stop()
+
+
+def _summary(processes: list[dict[str, Any]]) -> str:
+    parts = [f"pid {p['pid']} rss {p['rss'] / 2**20:.1f} MiB" for p in processes]
+    return "; ".join(parts) + f"; total pss {sum(p['pss'] for p in processes) / 2**20:.1f} MiB"
