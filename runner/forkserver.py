@@ -79,6 +79,11 @@ class Server:
             self._reactor.run_once()
             self._flush()
         if self._children is not None:
+            # The runner is gone (a clean exit waits for its jobs first, so this is a
+            # runner killed outright): nobody could record what a child still running
+            # does, and the job will be run again once the reaper finds it, so stop it
+            # rather than let it run twice.
+            self._children.kill_all(KillReason.SHUTDOWN)
             self._children.close(self._reactor)
 
     # --- commands --------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -105,11 +104,15 @@ def test_a_runner_killed_mid_job_is_reaped_by_another_runner_that_runs_the_job_a
         while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
             time.sleep(0.02)
         second = start_sigrun("work", *common, log=tmp_path / "second.log")
-        # The first runner vanishes with its child, as a container killed whole does.
+        # The first runner is killed outright; its child must not go on unwatched
+        # (the job is about to run again elsewhere).
+        child = int(marker.read_text())
         first.kill()
         first.wait()
-        os.kill(int(marker.read_text()), signal.SIGKILL)
         killed_at = time.monotonic()
+        while _alive(child) and time.monotonic() < killed_at + 10:
+            time.sleep(0.02)
+        child_outlived_runner = _alive(child)
         while (
             raw.hget(keys.job(job_id), "state") != "succeeded" and time.monotonic() < killed_at + 30
         ):
@@ -123,6 +126,7 @@ def test_a_runner_killed_mid_job_is_reaped_by_another_runner_that_runs_the_job_a
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=20)
 
+    assert not child_outlived_runner, "the killed runner's child is stopped, not left running"
     assert raw.hget(keys.job(job_id), "state") == "succeeded"
     assert recovered_after < ttl + reap_every + 5, recovered_after
     assert [(r.job_id, r.cause) for r in client.history(redis, Q)] == [(job_id, Cause.RUNNER_LOST)]
@@ -131,3 +135,12 @@ def test_a_runner_killed_mid_job_is_reaped_by_another_runner_that_runs_the_job_a
     assert samples and all(len(places) == 1 for places in samples), [
         p for p in samples if len(p) != 1
     ][:5]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
