@@ -75,7 +75,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="key prefix in Redis [env SIGRUN_PREFIX; default %(default)s]",
     )
     parser.add_argument(
-        "--log-level", default=_env("SIGRUN_LOG_LEVEL", "INFO"), help="[env SIGRUN_LOG_LEVEL]"
+        "--log-level",
+        default=_env("SIGRUN_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="[env SIGRUN_LOG_LEVEL; default %(default)s]",
     )
     parser.add_argument(
         "--log-format",
@@ -142,7 +146,8 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
         "--burst",
         action="store_true",
         default=_env_flag("SIGRUN_BURST"),
-        help="exit once every queue is empty and no job runs [env SIGRUN_BURST]",
+        help="exit once every queue is empty, no retry waits for its backoff and no job runs "
+        "[env SIGRUN_BURST]",
     )
     p.add_argument(
         "--grace",
@@ -231,8 +236,19 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("queue")
     p.add_argument("func", help="package.module:function")
     p.add_argument("args", nargs="*", help="positional arguments (JSON values)")
-    p.add_argument("--kwarg", action="append", default=[], metavar="NAME=JSON")
-    p.add_argument("--max-attempts", type=int, default=3)
+    p.add_argument(
+        "--kwarg",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a keyword argument; repeat for several",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="attempts before the job ends failed or dirty (default %(default)s)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds before the job is killed")
     p.add_argument("--job-id", default=None, help="idempotent: no second job while this id lives")
     p.set_defaults(handler=cmd_enqueue)
@@ -257,7 +273,7 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="every failed or dirty attempt of --queue, retried ones too",
     )
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_failed)
 
@@ -266,7 +282,13 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("job_id", nargs="?")
     p.add_argument("--queue", help="the job's queue (needed with JOB_ID if it is ambiguous)")
     p.add_argument("--all", action="store_true", help="every failed or dirty job")
-    p.add_argument("--cause", type=Cause, choices=list(Cause), metavar="CAUSE")
+    p.add_argument(
+        "--cause",
+        type=Cause,
+        choices=list(Cause),
+        metavar="CAUSE",
+        help="with --all: only jobs that ended with this cause, e.g. OOMKilled",
+    )
     p.set_defaults(handler=cmd_retry)
 
     p = sub.add_parser("job", help="one job: state, attempts, timeline and its last record")
@@ -279,7 +301,11 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("reap", help="record the jobs of runners whose heartbeat expired")
     _add_common(p)
     p.add_argument(
-        "--backoff", type=float, default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10)
+        "--backoff",
+        type=float,
+        default=float(_env("SIGRUN_BACKOFF_SECONDS", "10") or 10),
+        help="first retry delay for the jobs it records [env SIGRUN_BACKOFF_SECONDS; "
+        "default %(default)s]",
     )
     p.set_defaults(handler=cmd_reap)
 
@@ -445,7 +471,7 @@ def cmd_failed(args: argparse.Namespace) -> ExitCode:
 def render_records(records: Sequence[Record]) -> str:
     rows = [
         [
-            r.job_id[:12],
+            r.job_id,  # whole: it is what `sigrun job` and `sigrun retry` take
             r.queue,
             r.func,
             r.cause.value if r.cause else "",
@@ -493,8 +519,14 @@ def cmd_job(args: argparse.Namespace) -> ExitCode:
         print("timeline  " + " -> ".join(f"{s} +{at - start:.2f}s" for s, at in steps))
     if record:
         print(f"last      {record.message}")
-        for line in record.last_words[-5:]:
-            print(f"  | {line}")
+        if record.traceback:
+            print("traceback")
+            for line in record.traceback.rstrip().splitlines()[-12:]:
+                print(f"  {line}")
+        if record.last_words:
+            print("last words")
+            for line in record.last_words[-5:]:
+                print(f"  | {line}")
     return ExitCode.OK
 
 

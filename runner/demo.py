@@ -115,7 +115,8 @@ def _demo_cgroup() -> Iterator[MemoryCgroup | None]:
         return
     print(
         f"  memory cgroup {cgroup.path} (v{cgroup.version}), limit {format_bytes(MEMORY_LIMIT)}: "
-        "the runner and its children run inside it, like a container"
+        "the runner and its children run inside it, like a container, and the "
+        "windows running at once share it"
     )
     try:
         yield cgroup

@@ -254,6 +254,14 @@ class Store:
     async def inflight(self, queue: str, runner_id: str) -> list[str]:
         return await self.redis.lrange(self.keys.queue(queue).inflight(runner_id), 0, -1)
 
+    async def next_due(self, queues: Iterable[str]) -> float | None:
+        """When the earliest waiting retry of these queues falls due (None: none waits)."""
+        dues = []
+        for queue in queues:
+            first = await self.redis.zrange(self.keys.queue(queue).delayed, 0, 0, withscores=True)
+            dues += [score for _, score in first]
+        return min(dues, default=None)
+
     async def queues(self) -> set[str]:
         return await self.redis.smembers(self.keys.queues)
 

@@ -231,10 +231,19 @@ class Worker:
             if payload is not None:
                 return _Taken(queue, payload, needs_running_mark=False)
         if self.config.burst:
-            promoted = 0
-            for queue in self.config.queues:
-                promoted += await self.store.promote(queue, now())
-            return await self._take_once() if promoted else None
+            # A batch run is not done while retries wait out their backoff: wait for
+            # the next one to fall due rather than leave it behind in Redis.
+            while not self._stopping.is_set():
+                promoted = 0
+                for queue in self.config.queues:
+                    promoted += await self.store.promote(queue, now())
+                if promoted:
+                    return await self._take_once()
+                due = await self.store.next_due(self.config.queues)
+                if due is None or self._active:
+                    return None  # a running job may yet add work: the slot re-checks
+                await asyncio.sleep(min(1.0, max(0.01, due - now())))
+            return None
         # Idle: block on one queue at a time, rotating, until something arrives.
         block = _BLOCK_SECONDS if len(self.config.queues) == 1 else 0.5
         while not self._stopping.is_set():

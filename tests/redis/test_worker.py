@@ -291,3 +291,13 @@ def test_redis_going_away_does_not_lose_the_outcome(redis: SyncRedis, tmp_path: 
 
 def client_for(url: str) -> SyncRedis:
     return connect(url)
+
+
+def test_burst_waits_for_retries_in_backoff_instead_of_leaving_them_behind(
+    redis: SyncRedis, raw: raw_redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    counter = tmp_path / "attempts"
+    job_id = client.enqueue(redis, Q, "tests.redis.jobs:fail_until", str(counter), 2)
+    run_sigrun("work", "--redis", redis_url, "--queue", Q, "--burst", *ALLOW, "--backoff", "0.5")
+    assert state(raw, job_id)["state"] == "succeeded"
+    assert raw.zcard(Keys().queue(Q).delayed) == 0
