@@ -106,7 +106,10 @@ def resolve(func: str, allowed_modules: Sequence[str]) -> Callable[..., Any]:
         obj: object = sys.modules.get(module_name) or importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise FunctionNotFound(f"no module named {module_name!r}") from e
+            raise FunctionNotFound(
+                f"no module named {module_name!r} (the runner imports job modules from its "
+                "--path folders, by default the directory it was started in)"
+            ) from e
         raise FunctionNotFound(f"importing module {module_name!r} failed: {_one_line(e)}") from e
     except Exception as e:
         raise FunctionNotFound(f"importing module {module_name!r} failed: {_one_line(e)}") from e
