@@ -7,10 +7,12 @@ runner containers are real ``sigrun work`` stand-ins carrying the pods' identiti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,35 @@ pytestmark = pytest.mark.cluster
 
 Q = "imports"
 HOLD = f"{JOBS}:hold"
+
+
+@contextlib.contextmanager
+def held_in_deletion(cluster: Cluster, namespace: str, name: str) -> Iterator[None]:
+    """Keep a deleted pod object around while "the kubelet" works, as stopping containers do."""
+    cluster.kubectl(
+        "patch",
+        "pod",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata": {"finalizers": ["sigrun.dev/test-hold"]}}',
+    )
+    try:
+        yield
+    finally:
+        cluster.kubectl(
+            "patch",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata": {"finalizers": null}}',
+            check=False,
+        )
 
 
 def setup_queue(
@@ -234,40 +265,19 @@ def test_a_deleted_pod_killed_after_its_grace_period_records_its_job_as_deleted(
     [pod] = setup_queue(cluster, namespace, redis_url)
     name = pod["metadata"]["name"]
     kubelet = KubeletStandIn(cluster)
-    # Hold the pod object while "the kubelet" works, as containers still stopping would.
-    cluster.kubectl(
-        "patch",
-        "pod",
-        name,
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"metadata": {"finalizers": ["sigrun.dev/test-hold"]}}',
-    )
-    kubelet.running(pod)
-    standin, [job], pids, _ = start_holding(pod, redis, redis_url, tmp_path, [1], name="delete")
-    try:
-        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
-        time.sleep(1)
-        assert history(redis) == [], "a pod being deleted is not a death: the runner may drain"
-        message = standin.termination_message()
-        standin.oom_kill(pids)  # the grace period ran out: SIGKILL
-        kubelet.killed_after_grace(pod, message)
-        eventually(lambda: dirty_events(cluster, namespace), what="a DirtyExit Event")
-    finally:
-        standin.stop()
-        cluster.kubectl(
-            "patch",
-            "pod",
-            name,
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"metadata": {"finalizers": null}}',
-            check=False,
-        )
+    with held_in_deletion(cluster, namespace, name):
+        kubelet.running(pod)
+        standin, [job], pids, _ = start_holding(pod, redis, redis_url, tmp_path, [1], name="delete")
+        try:
+            cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+            time.sleep(1)
+            assert history(redis) == [], "a pod being deleted is not a death: the runner may drain"
+            message = standin.termination_message()
+            standin.oom_kill(pids)  # the grace period ran out: SIGKILL
+            kubelet.killed_after_grace(pod, message)
+            eventually(lambda: dirty_events(cluster, namespace), what="a DirtyExit Event")
+        finally:
+            standin.stop()
 
     [record] = history(redis)
     assert (record.job_id, record.cause) == (job, Cause.DELETED)
@@ -317,38 +327,20 @@ def test_a_gracefully_deleted_pod_whose_runner_drained_records_nothing(
     [pod] = setup_queue(cluster, namespace, redis_url)
     name = pod["metadata"]["name"]
     kubelet = KubeletStandIn(cluster)
-    cluster.kubectl(
-        "patch",
-        "pod",
-        name,
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"metadata": {"finalizers": ["sigrun.dev/test-hold"]}}',
-    )
-    kubelet.running(pod)
-    standin, [job], _, release = start_holding(pod, redis, redis_url, tmp_path, [1], name="drain")
-    try:
-        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
-        release.touch()  # the job finishes within the grace period
-        assert standin.terminate() == 0
-        kubelet.killed_after_grace(pod, standin.termination_message())
-        # Exit 0 would be reported, but even a 137 after a full drain leaves no job behind.
-        time.sleep(3)
-    finally:
-        standin.stop()
-        cluster.kubectl(
-            "patch",
-            "pod",
-            name,
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"metadata": {"finalizers": null}}',
-            check=False,
+    with held_in_deletion(cluster, namespace, name):
+        kubelet.running(pod)
+        standin, [job], _, release = start_holding(
+            pod, redis, redis_url, tmp_path, [1], name="drain"
         )
+        try:
+            cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+            release.touch()  # the job finishes within the grace period
+            assert standin.terminate() == 0
+            kubelet.killed_after_grace(pod, standin.termination_message())
+            # Exit 0 would be reported, but even a 137 after a full drain leaves no job behind.
+            time.sleep(3)
+        finally:
+            standin.stop()
     assert history(redis) == []
     assert job_hash(raw, job)["state"] == "succeeded"
     assert dirty_events(cluster, namespace) == []
