@@ -66,6 +66,7 @@ def runner_env(spec: JobQueueSpec) -> list[dict[str, Any]]:
         {"name": "SIGRUN_GRACE_SECONDS", "value": str(runner.grace_seconds)},
         {"name": "SIGRUN_BACKOFF_SECONDS", "value": f"{spec.retry.backoff_seconds:g}"},
         {"name": "SIGRUN_HEARTBEAT_TTL", "value": str(runner.heartbeat_ttl_seconds)},
+        {"name": "SIGRUN_PRELOAD", "value": "1" if runner.preload else "0"},
         {"name": "SIGRUN_TERMINATION_LOG", "value": TERMINATION_LOG},
         {"name": "SIGRUN_LOG_FORMAT", "value": "json"},
         _field_env("SIGRUN_POD_NAME", "metadata.name"),

@@ -84,6 +84,7 @@ class RunnerSpec:
     termination_grace_period_seconds: int | None = None
     timeout_seconds: float | None = None
     heartbeat_ttl_seconds: int = 30
+    preload: bool = True
     env: tuple[EnvVar, ...] = ()
     service_account_name: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -192,6 +193,7 @@ def _runner(raw: Mapping[str, Any]) -> RunnerSpec:
         heartbeat_ttl_seconds=_integer(
             raw.get("heartbeatTTLSeconds", 30), "spec.runner.heartbeatTTLSeconds", minimum=3
         ),
+        preload=_boolean(raw.get("preload", True), "spec.runner.preload"),
         env=env,
         service_account_name=raw.get("serviceAccountName") or None,
         node_selector={str(k): str(v) for k, v in selector.items()},
@@ -246,6 +248,12 @@ def _integer(value: object, where: str, *, minimum: int) -> int:
         raise SpecError(f"{where} must be an integer, got {value!r}")
     if value < minimum:
         raise SpecError(f"{where} must be at least {minimum}, got {value}")
+    return value
+
+
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where} must be true or false, got {value!r}")
     return value
 
 

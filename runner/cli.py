@@ -52,8 +52,11 @@ def _env_list(name: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+def _env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -210,11 +213,13 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preload",
-        action="store_true",
-        default=_env_flag("SIGRUN_PRELOAD"),
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SIGRUN_PRELOAD", default=True),
         help="import each allowed job module once, in the fork server, on its first job, "
-        "so children do not import it again; its top-level code must be safe to fork "
-        "after (no threads or connections made at import) [env SIGRUN_PRELOAD]",
+        "so children start with it imported (as Resque and Celery load the app before "
+        "forking).  --no-preload makes every child import it instead: for a module "
+        "that starts threads or opens connections at import, which must not be forked "
+        "[env SIGRUN_PRELOAD=0|1; default on]",
     )
     p.add_argument(
         "--no-fork-server",

@@ -41,7 +41,7 @@ class WorkerConfig:
     fork_server: bool = True
     # The fork server imports each allowed job module on its first job, so later
     # children need not (runs the module's top-level code in the fork server).
-    preload: bool = False
+    preload: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues:

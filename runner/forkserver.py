@@ -13,21 +13,23 @@ What it does: it runs :class:`sigrun.runner.children.Children` on a small
 epoll loop (:mod:`sigrun.runner.reactor`) and relays between it and the
 runner, in the messages of :mod:`sigrun.runner.wire`.  It keeps one spare child
 forked and set up ahead of need (see that module), forked right after it has
-reported a job's end, while the runner records it; the spare also imports the
-modules of the last jobs, in itself: job code never runs in the fork server
-unless ``preload`` asks for it.  All process-side
+reported a job's end, while the runner records it; without preload the spare
+also imports the modules of the last jobs, in itself, so that job code never
+runs in the fork server.  All process-side
 semantics -- process group, output and last words, timeouts, the OOM counter,
 ``wait4`` -- are the ones the in-process supervisor has, because it is the same
 code.  Deciding, recording and logging stay in the runner.
 
-With ``preload`` (``sigrun work --preload``) it imports a job's module the first
-time a job of it arrives, if the allow-list allows it, so later children find it
-already imported.  That runs the module's top-level code in this process: a
-module that starts threads or opens connections at import time is not safe to
-preload (the same caveat as gunicorn's ``--preload``).  Without it, each child
-imports its job's module.  A child that had to import asyncio (a coroutine job)
-says so through :data:`sigrun.runner.execute.asyncio_hint`; asyncio is then
-imported here once, so later coroutine jobs do not pay for it.
+With ``preload`` (the default; ``sigrun work --no-preload`` turns it off) it
+imports a job's module the first time a job of it arrives, if the allow-list
+allows it, so later children find it already imported: a child then costs what
+a fork from a loaded parent costs (Resque's model), not a fork plus an import.
+That runs the module's top-level code in this process, so a module that starts
+threads or opens connections at import time must not be preloaded (the caveat
+of gunicorn's ``--preload``).  Without it, each child imports its job's module.
+A child that had to import asyncio (a coroutine job) says so through
+:data:`sigrun.runner.execute.asyncio_hint`; asyncio is then imported here once,
+so later coroutine jobs do not pay for it.
 
 If the runner goes away (end of file on the command pipe), this process exits
 and leaves running children alone, as a runner that dies leaves its own.
@@ -163,6 +165,12 @@ class Server:
         try:
             importlib.import_module(module)
         except BaseException as e:  # its own top-level code: anything may come out
+            if (
+                isinstance(e, ModuleNotFoundError)
+                and e.name
+                and (module + ".").startswith(e.name + ".")
+            ):
+                return  # no such module: each of its jobs reports FunctionNotFound
             self._on_warning(
                 job,
                 f"preloading module {module!r} failed ({type(e).__name__}: {e});"

@@ -187,6 +187,7 @@ def test_the_crd_defaults_are_the_defaults_the_operator_assumes() -> None:
         "concurrency": parsed.runner.concurrency,
         "graceSeconds": parsed.runner.grace_seconds,
         "heartbeatTTLSeconds": parsed.runner.heartbeat_ttl_seconds,
+        "preload": parsed.runner.preload,
     }
     scaling = spec["properties"]["scaling"]
     assert (

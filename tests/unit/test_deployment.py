@@ -58,6 +58,7 @@ def env(body: dict[str, Any]) -> dict[str, Any]:
         ("SIGRUN_JOB_TIMEOUT", "3600"),
         ("SIGRUN_BACKOFF_SECONDS", "15"),
         ("SIGRUN_HEARTBEAT_TTL", "30"),
+        ("SIGRUN_PRELOAD", "1"),
         ("SIGRUN_PREFIX", "sigrun:"),
         ("SIGRUN_TERMINATION_LOG", "/dev/termination-log"),
         ("SIGRUN_LOG_FORMAT", "json"),
@@ -86,6 +87,11 @@ def test_no_password_ref_means_no_password_variable() -> None:
 def test_no_timeout_means_no_timeout_variable() -> None:
     runner = {k: v for k, v in BASE["runner"].items() if k != "timeoutSeconds"}
     assert "SIGRUN_JOB_TIMEOUT" not in env(build({**BASE, "runner": runner}))
+
+
+def test_preload_off_reaches_the_runner() -> None:
+    runner = {**BASE["runner"], "preload": False}
+    assert env(build({**BASE, "runner": runner}))["SIGRUN_PRELOAD"] == "0"
 
 
 def test_container_runs_sigrun_work_with_the_image_and_resources() -> None:
