@@ -2,8 +2,9 @@
 
 Modules: :mod:`bench.env` (machine, versions, the peers' virtualenv),
 :mod:`bench.systems` (how each contender is enqueued to, started and stopped),
-:mod:`bench.scenarios` (what is measured), :mod:`bench.redisproxy` (counting
-round trips), :mod:`bench.report` (tables and target checks),
+:mod:`bench.scenarios` (what is measured), :mod:`bench.reaction` (the
+operator's reaction times, on the local control plane of ``tests/cluster``),
+:mod:`bench.redisproxy` (counting round trips), :mod:`bench.report` (tables and target checks),
 ``bench/bareloop.py`` (the floor), ``bench/peers/`` (RQ and Celery drivers, run in
 the peers' virtualenv) and ``bench/jobmods/`` (the job functions everyone runs).
 """

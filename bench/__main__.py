@@ -8,7 +8,10 @@ Run it with sigrun's own virtualenv, from the repository root::
 It starts its own redis-server (loopback, free port, no persistence), finds or
 makes the peers' virtualenv (see :mod:`bench.env`), runs each scenario for
 every system in alternating rounds and writes the report.  ``--no-peers``
-measures sigrun and the bare loop only (no download needed).
+measures sigrun and the bare loop only (no download needed).  The ``operator``
+scenario also starts the local Kubernetes control plane of ``tests/cluster``
+(binaries from ``scripts/build-control-plane``; the run stops at once if they
+are missing) and times the real operator there (see :mod:`bench.reaction`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import reaction, report, scenarios
 from bench.env import REPO, machine, peer_env, versions
 from bench.systems import (
     BARE,
@@ -34,13 +37,13 @@ from bench.systems import (
     RQ_FORK,
     RQ_SIMPLE,
     SIGRUN,
-    SIGRUN_PRELOAD,
+    SIGRUN_NO_PRELOAD,
     Ctx,
     System,
 )
 from sigrun.runner.redisserver import RedisServer
 
-SCENARIOS = ("throughput", "latency", "cost", "memory")
+SCENARIOS = ("throughput", "latency", "cost", "memory", "operator")
 FULL = {
     "noop": 2000,
     "realistic": 500,
@@ -48,6 +51,7 @@ FULL = {
     "latency_rounds": 3,
     "cost": (200, 1000),
     "memory": 10_000,
+    "operator": 20,  # trials of each operator scenario
 }
 QUICK = {
     "noop": 60,
@@ -56,6 +60,7 @@ QUICK = {
     "latency_rounds": 1,
     "cost": (20, 60),
     "memory": 300,
+    "operator": 2,
 }
 
 ARCHITECTURE = [
@@ -73,30 +78,45 @@ ARCHITECTURE = [
     "OOM counter, `wait4`) is the same module (`runner/children.py`) the in-process",
     "supervisor uses, on a small epoll loop (`runner/reactor.py`). A busy runner records one",
     "job's outcome and takes the next one in a single pipelined round trip.",
-    "`--preload` additionally imports each allowed job module in the fork server itself",
-    "(opt-in: the module's top-level code then runs there), as the bare loop does.",
+    "By default the fork server also imports each allowed job module, on its first job",
+    "(`--no-preload` leaves that to every child, for modules that must not be imported",
+    "before a fork), as the bare loop does.",
     "",
-    "What a no-op job still costs is mostly the kernel's: after every fork, each page either",
-    "process writes is a copy-on-write fault (a few µs here), and Python's reference",
-    "counting turns reads into writes. Per no-op job, measured with `/proc` CPU counters",
-    "(`--preload`, concurrency 2): runner ≈ 0.5 ms, fork server ≈ 1.0 ms (≈ 250 faults,",
-    "three quarters of it kernel time), child ≈ 0.9 ms, redis-server ≈ 0.1 ms — about",
-    "2.5 ms of CPU, where the bare loop spends ≈ 1.9 ms and Celery's long-lived pool",
-    "processes, which fork nothing, less still.",
+    "## Where a no-op job's CPU goes",
+    "",
+    "The throughput tables give each system's CPU per job (its whole process tree, read",
+    "from `/proc` when the start and end stamps appear). Split by process with the same",
+    "counters (concurrency 2, 3,000 no-op jobs, default settings), sigrun spends about:",
+    "runner 0.45 ms (asyncio, redis-py, deciding and recording), fork server 0.95 ms",
+    "(the fork itself, and ≈ 250 copy-on-write faults: every page its Python loop writes",
+    "after a fork, while a spare child still shares it), child 0.85 ms (≈ 280 faults), and",
+    "redis-server 0.1 ms. For scale, a tight `fork()`/`_exit()`/`waitpid()` loop in a",
+    "process of the fork server's size (15 MiB) costs 0.45 ms per child, with 26 faults in",
+    "the parent and 74 in the child. Celery's pool processes fork nothing per task.",
+    "",
+    "Tried and measured, not kept: forking spares in batches (up to 6 kept ready) cut the",
+    "fork server's faults from ≈ 256 to ≈ 138 a job, but the children's rose by as much,",
+    "for no net gain; a permanent `gc.freeze()` in the fork server made it slower. At",
+    "concurrency 3 on the same 2 cores sigrun runs ≈ 13% faster than at 2, which bounds what",
+    "fetching the next job ahead (prefetch) could still win at concurrency 2.",
     "",
 ]
 
-OPERATOR_TODO = [
-    "## Operator scenarios — TODO, not measured yet",
+OPERATOR = [
+    "## How the operator scenarios are driven",
     "",
-    "Backlog → replicas raised, pod OOMKilled status → `DirtyExit` Event, heartbeat lost →",
-    "job requeued (p50/p95 over 20 trials each) need `sigrun operator` and the local control",
-    "plane of `tests/cluster`. The operator landed while this suite was being written; these",
-    "scenarios have not been built yet, so they are not measured and no figure is given here.",
+    "They run the real `sigrun operator` as a process against the local control plane of",
+    "`tests/cluster` (real etcd, kube-apiserver, kube-controller-manager and kube-scheduler,",
+    "built by `scripts/build-control-plane`), with the helpers and stand-ins of `tests/operator`.",
+    "There is no kubelet and no container runtime there, so a runner pod's container is a real",
+    "`sigrun work` process carrying the pod's identity, and the kubelet is a stand-in that writes",
+    "what a kubelet would (container running; restarted after an OOM kill, with the termination",
+    "message) by patching the pod's status through the API. A whole-container OOM kill is played",
+    "by SIGKILLing the runner and its child, as the kernel does under `memory.oom.group`.",
     "",
 ]
 
-NOTES = ARCHITECTURE + OPERATOR_TODO
+NOTES = ARCHITECTURE + OPERATOR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else set(SCENARIOS)
     if unknown := wanted - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if "operator" in wanted:
+        try:
+            reaction.require_control_plane()
+        except reaction.ControlPlaneMissing as e:
+            parser.exit(1, f"python -m bench: {e}\n")
     out = args.out or (Path(tempfile.mkdtemp(prefix="sigrun-bench-")) if args.quick else REPO)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -165,12 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "labels": {
             s.key: s.label
-            for s in (SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE, CELERY, CELERY_RESULTS)
+            for s in (SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE, CELERY, CELERY_RESULTS)
         },
     }
     started = time.monotonic()
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="sigrun-bench-work-") as work:
-        ctx = Ctx(server.url, Path(work), peers)
+        assert server.process is not None
+        ctx = Ctx(server.url, Path(work), peers, redis_pid=server.process.pid)
 
         chosen = set(args.systems.split(",")) if args.systems else None
 
@@ -185,18 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["throughput"] = []
             plan = [
                 ("noop-c1", "No-op jobs, concurrency 1", "noop", 1,
-                 (SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE)),
+                 (SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE)),
                 ("noop-c2", "No-op jobs, concurrency 2", "noop", 2,
-                 (SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, CELERY, CELERY_RESULTS)),
+                 (SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, CELERY, CELERY_RESULTS)),
                 ("realistic-c1", "Realistic jobs (20 MB, ~5 ms CPU), concurrency 1", "realistic", 1,
-                 (SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE)),
+                 (SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, RQ_SIMPLE)),
                 ("realistic-c2", "Realistic jobs (20 MB, ~5 ms CPU), concurrency 2", "realistic", 2,
-                 (SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, CELERY, CELERY_RESULTS)),
+                 (SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, CELERY, CELERY_RESULTS)),
             ]  # fmt: skip
             for key, title, job, concurrency, systems in plan:
                 log(f"throughput: {title}")
                 n = sizes[job]
-                values = scenarios.throughput(
+                values, cpu = scenarios.throughput(
                     ctx,
                     usable(*systems),
                     job=job,
@@ -213,13 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "n": n,
                         "concurrency": concurrency,
                         "values": values,
+                        "cpu_ms": cpu,
                     }
                 )
         if "latency" in wanted:
             log("pickup latency")
             count, lat_rounds, gap = sizes["latency"], sizes["latency_rounds"], 0.03
             values = scenarios.latency(
-                ctx, usable(SIGRUN, SIGRUN_PRELOAD, BARE, RQ_FORK, CELERY),
+                ctx, usable(SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, CELERY),
                 count=count, gap=gap, rounds=lat_rounds, log=log,
             )  # fmt: skip
             results["latency"] = {
@@ -246,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ctx, system, concurrency=concurrency
                     )
             results["memory"] = memory
+        if "operator" in wanted:
+            log("operator reaction (local control plane)")
+            results["operator"] = reaction.run(
+                server.url, Path(work) / "operator", trials=sizes["operator"], log=log
+            )
     results["meta"]["seconds"] = round(time.monotonic() - started)
     results["targets"] = report.evaluate(results)
     results["notes"] = NOTES

@@ -7,15 +7,20 @@ Timing is taken inside the jobs, the same way for every system: the queue holds
 a ``stamp`` job, the N jobs under test, and another ``stamp`` job; each stamp
 appends ``time.time()`` when it starts, and throughput is N over the time
 between the two.  Worker start-up and shut-down are therefore not counted, for
-anyone.  Rounds alternate the systems (A B C, then B C A, ...) so that a noisy
-neighbour on the machine hits each about equally; ratios are taken within a round.
+anyone.  The CPU time the system's whole process tree (and redis-server) spent
+is read from ``/proc`` when each stamp appears, so that the report can say where
+a job's cost goes, not only how fast jobs went.  Rounds alternate the systems
+(A B C, then B C A, ...) so that a noisy neighbour on the machine hits each about
+equally; ratios are taken within a round.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +47,60 @@ def _unique(ctx: Ctx, name: str) -> Path:
 # --- throughput ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Run:
+    """One throughput measurement: jobs per second, and CPU milliseconds per job."""
+
+    jobs_per_second: float
+    cpu_ms: float  # the system's own processes (workers, their children), per job
+    redis_cpu_ms: float  # redis-server, per job
+
+
 def throughput_once(
     ctx: Ctx, system: System, *, job: str, n: int, concurrency: int, timeout: float
-) -> float:
-    """Jobs per second for ``n`` jobs of kind ``job``, between two stamp jobs."""
+) -> Run:
+    """``n`` jobs of kind ``job``, between two stamp jobs: their rate and their CPU."""
     ctx.flush()
     start, end = _unique(ctx, "start"), _unique(ctx, "end")
     system.enqueue(ctx, [("stamp", [str(start)], 1), (job, [], n), ("stamp", [str(end)], 1)])
     workers = system.start(ctx, concurrency=concurrency, burst=system.burst)
     try:
+        # Burst workers may exit as soon as the queue is empty (one of two bare loops
+        # before the other has run the end stamp): only the file says it is done.  Not
+        # polling the workers also leaves an exited one unreaped, so its CPU can be read.
+        wait_for_file(start, timeout=timeout, workers=workers)
+        cpu_before, redis_before = _tree_cpu(workers.pids), _cpu(ctx.redis_pid)
+        wait_for_file(end, timeout=timeout, workers=None if system.burst else workers)
+        cpu_after, redis_after = _tree_cpu(workers.pids), _cpu(ctx.redis_pid)
         if system.burst:
             workers.wait(timeout)
-        else:
-            wait_for_file(end, timeout=timeout, workers=workers)
     finally:
         workers.stop()
-    if not end.exists():
-        raise RuntimeError(f"{system.key}: the end stamp never ran (see {ctx.log(system.key)})")
-    return n / (_stamp_times(end)[0] - _stamp_times(start)[0])
+    return Run(
+        jobs_per_second=n / (_stamp_times(end)[0] - _stamp_times(start)[0]),
+        cpu_ms=(cpu_after - cpu_before) * 1e3 / n,
+        redis_cpu_ms=(redis_after - redis_before) * 1e3 / n,
+    )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int | None) -> float:
+    """Seconds of CPU ``pid`` used, with its reaped children's (0 if gone or None)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = stat[stat.rindex(")") + 2 :].split()[11:15]
+    return (int(utime) + int(stime) + int(cutime) + int(cstime)) / _TICKS
+
+
+def _tree_cpu(pids: Sequence[int]) -> float:
+    """CPU seconds of these processes and every descendant alive (or unreaped) now."""
+    return sum(_cpu(member) for pid in pids for member in process_tree(pid))
 
 
 def throughput(
@@ -71,17 +112,23 @@ def throughput(
     concurrency: int,
     rounds: int,
     log: Log,
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[list[float]]]]:
+    """Jobs/s per system and round, and [own, redis-server] CPU ms per job likewise."""
     values: dict[str, list[float]] = {s.key: [] for s in systems}
+    cpu: dict[str, list[list[float]]] = {s.key: [] for s in systems}
     timeout = max(300.0, n / 5)
     for r in range(rounds):
         for system in rotated(systems, r):
-            value = throughput_once(
+            run = throughput_once(
                 ctx, system, job=job, n=n, concurrency=concurrency, timeout=timeout
             )
-            values[system.key].append(value)
-            log(f"  round {r + 1}: {system.key:15} {value:8.1f} jobs/s")
-    return values
+            values[system.key].append(run.jobs_per_second)
+            cpu[system.key].append([run.cpu_ms, run.redis_cpu_ms])
+            log(
+                f"  round {r + 1}: {system.key:17} {run.jobs_per_second:8.1f} jobs/s,"
+                f" CPU {run.cpu_ms:.2f} ms/job (+ redis {run.redis_cpu_ms:.2f})"
+            )
+    return values, cpu
 
 
 # --- pickup latency ------------------------------------------------------------------

@@ -5,8 +5,9 @@ its own queue in one private Redis, in processes this module starts (and stops
 by their own pid or process group, never by name):
 
 * ``sigrun`` -- ``sigrun work`` as a user runs it (default log level INFO, so it
-  pays for its two log lines a job); ``sigrun --preload`` -- the same with the
-  opt-in preload of job modules into the fork server;
+  pays for its two log lines a job; job modules preloaded into the fork server);
+  ``sigrun --no-preload`` -- the same with every child importing its job's
+  module itself, for modules that must not be imported before a fork;
 * ``bare`` -- ``bench/bareloop.py``, the floor (see there);
 * ``rq-fork`` -- RQ's forking ``Worker`` in burst mode; ``rq-simple`` -- RQ's
   ``SimpleWorker``, which does not fork (a reference: no isolation at all);
@@ -48,6 +49,7 @@ class Ctx:
     redis_url: str
     work: Path
     peers: PeerEnv | None
+    redis_pid: int | None = None  # to count redis-server's CPU per job
     redis: redis_py.Redis = field(init=False)
 
     def __post_init__(self) -> None:
@@ -295,7 +297,7 @@ class Celery(System):
 
 
 SIGRUN = Sigrun()
-SIGRUN_PRELOAD = Sigrun("--preload", key="sigrun-preload", label="sigrun --preload")
+SIGRUN_NO_PRELOAD = Sigrun("--no-preload", key="sigrun-no-preload", label="sigrun --no-preload")
 BARE = Bare()
 RQ_FORK = Rq("fork")
 RQ_SIMPLE = Rq("simple")

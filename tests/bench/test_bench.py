@@ -2,6 +2,8 @@
 
 The peers (RQ, Celery) need their own virtualenv from PyPI, which CI must not
 depend on; their drivers are exercised by the full run (``python -m bench``).
+The operator scenario runs too (two trials each): it needs the control-plane
+binaries, which CI builds before the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from bench.report import percentile, ratios
 from tests.conftest import REPO
 
 
+@pytest.mark.cluster  # the operator scenario starts the local control plane
 def test_quick_run_writes_the_report_and_its_json(tmp_path: Path) -> None:
     done = subprocess.run(
         [str(REPO / "bench/run"), "--quick", "--no-peers", "--out", str(tmp_path)],
@@ -34,15 +37,26 @@ def test_quick_run_writes_the_report_and_its_json(tmp_path: Path) -> None:
         "noop-c1", "noop-c2", "realistic-c1", "realistic-c2",
     ]  # fmt: skip
     for scenario in results["throughput"]:
-        assert set(scenario["values"]) == {"sigrun", "sigrun-preload", "bare"}
+        assert set(scenario["values"]) == {"sigrun", "sigrun-no-preload", "bare"}
         assert all(v > 0 for values in scenario["values"].values() for v in values)
     assert results["cost"]["values"]["bare"]["commands"] == pytest.approx(3, abs=0.5)
     assert results["latency"]["values"]["sigrun"]["start"]
     assert results["memory"]["idle"] and results["memory"]["after"]
+    operator = results["operator"]
+    assert set(operator["scenarios"]) == {"backlog", "oom", "heartbeat"}
+    for scenario in operator["scenarios"].values():
+        assert len(scenario["seconds"]) == 2
+        assert all(s > 0 for s in scenario["seconds"])
+        assert 0 < scenario["p50"] <= scenario["p95"] <= scenario["max"]
+    # The lost runner's job waits for its heartbeat to expire: never sooner than most of the TTL.
+    assert min(operator["scenarios"]["heartbeat"]["seconds"]) > operator["heartbeat_ttl"] / 2
     report = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("## Targets", "## Throughput", "## Pickup latency", "## Redis cost per job",
-                    "## Runner memory", "## Operator scenarios — TODO"):  # fmt: skip
+                    "## Runner memory", "## Operator reaction",
+                    "## How the operator scenarios are driven"):  # fmt: skip
         assert heading in report
+    assert "Operator scenarios — TODO" not in report
+    assert "operator: backlog to scale-up p95 under 3 s" in report
 
 
 @pytest.mark.parametrize(
