@@ -38,6 +38,7 @@ from sigrun.operator.status import Condition, compose, conditions, needs_write
 from sigrun.runner.jobs import Record
 from sigrun.runner.policy import Backoff
 from sigrun.runner.protocol import QueueDepth, Store
+from sigrun.runner.reaper import reap
 from sigrun.runner.redisio import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ async def _tick(ctx: Context, rt: QueueRuntime, body: Mapping[str, Any], now: fl
         try:
             depths = await read_depths(done.store, done.spec, now)
             await record_deaths(rt, done.store, done.spec, now)
+            await reap_lost_runners(rt, done.store, done.spec, now)
             if done.deployment is not None:
                 replicas, scaling, scaled_at = await autoscale(ctx, rt, done, depths, now)
             newest = await report_dirty_exits(ctx, rt, done.store, done.spec, now)
@@ -162,6 +164,25 @@ async def record_deaths(rt: QueueRuntime, store: Store, spec: JobQueueSpec, now:
         if result.waiting and now - pending.first_seen < DEATH_PATIENCE_SECONDS:
             waiting.append(pending)
     rt.deaths = waiting
+
+
+async def reap_lost_runners(rt: QueueRuntime, store: Store, spec: JobQueueSpec, now: float) -> None:
+    """Record the jobs of runners whose heartbeat expired while their pod looked fine.
+
+    A runner that hangs, is stopped, or is cut off from Redis stops heartbeating
+    with no pod status to say so.  The runners' own reapers would find it, but a
+    queue may have no other runner (one replica, or scaled down), and its jobs
+    must not wait for one.  Runners of pods whose death is still pending are
+    left to :func:`record_deaths`, which knows the cause.
+    """
+    dying = {pending.death.pod_uid for pending in rt.deaths}
+    await reap(
+        store,
+        backoff=Backoff(base_seconds=spec.retry.backoff_seconds),
+        now=now,
+        queues=spec.queues,
+        leave=lambda identity: bool(identity.pod_uid) and identity.pod_uid in dying,
+    )
 
 
 async def autoscale(

@@ -121,15 +121,24 @@ async def record_lost_jobs(
 
 
 async def reap(
-    store: Store, *, backoff: Backoff, now: float, queues: Iterable[str] | None = None
+    store: Store,
+    *,
+    backoff: Backoff,
+    now: float,
+    queues: Iterable[str] | None = None,
+    leave: Callable[[RunnerIdentity], bool] = lambda identity: False,
 ) -> list[Record]:
-    """Find every runner whose heartbeat expired and record its jobs as RunnerLost."""
+    """Find every runner whose heartbeat expired and record its jobs as RunnerLost.
+
+    ``leave``: lost runners to leave alone, because someone who knows more (the
+    operator, holding the pod status that says OOMKilled) will record them.
+    """
     recorded: list[Record] = []
     for queue in sorted(queues if queues is not None else await store.queues()):
         runners = await store.runners_of(queue)
         alive = await store.alive(runners)
         for runner_id, identity in runners.items():
-            if runner_id in alive:
+            if runner_id in alive or leave(identity):
                 continue
             recorded += await record_lost_jobs(
                 store,

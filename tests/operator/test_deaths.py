@@ -314,6 +314,37 @@ def test_a_force_deleted_pod_is_recorded_once_its_runner_heartbeat_expires(
 
 
 @pytest.mark.timeout(120)
+def test_a_runner_that_stops_heartbeating_in_a_healthy_pod_has_its_job_recorded_and_retried(
+    *,
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    redis_url: str,
+    redis: SyncRedis,
+    raw: raw_redis.Redis,
+    tmp_path: Path,
+) -> None:
+    # A hung runner: the pod still looks fine, so only the missing heartbeat tells, and no
+    # other runner is there to reap it.
+    [pod] = setup_queue(cluster, namespace, redis_url)
+    KubeletStandIn(cluster).running(pod)
+    standin, [job], _, _ = start_holding(pod, redis, redis_url, tmp_path, [1], name="hung")
+    os.kill(standin.pid, signal.SIGSTOP)
+    try:
+        waited = measure(lambda: history(redis), what="the job's record", timeout=40)
+        [record] = history(redis)
+        assert (record.job_id, record.cause) == (job, Cause.RUNNER_LOST)
+        assert "stopped sending heartbeats" in record.message
+        assert job_hash(raw, job)["state"] == "retrying"  # retried, by policy
+        [event] = eventually(lambda: dirty_events(cluster, namespace), what="the DirtyExit Event")
+        assert "RunnerLost" in event["message"]
+    finally:
+        os.kill(standin.pid, signal.SIGCONT)
+        standin.stop()
+    assert 9 - 2 < waited < 9 + 5  # the heartbeat TTL, plus at most a tick or two
+
+
+@pytest.mark.timeout(120)
 def test_a_gracefully_deleted_pod_whose_runner_drained_records_nothing(
     *,
     cluster: Cluster,
