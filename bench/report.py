@@ -137,6 +137,17 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": trips <= 3,
             }
         )
+        per = cost["sigrun"]
+        if "persistent_keys" in per:
+            checks.append(
+                {
+                    "target": "finished-job data expires by a configurable TTL (`--job-ttl`)",
+                    "system": "sigrun",
+                    "measured": f"keys left per finished job: {per['expiring_keys']:.2f} with a"
+                    f" TTL, {per['persistent_keys']:.2f} without",
+                    "met": per["persistent_keys"] < 0.01 and per["expiring_keys"] > 0,
+                }
+            )
     memory = results.get("memory")
     if memory:
         idle_rss = sum(p["rss"] for p in memory["idle"]) / MiB
@@ -367,13 +378,18 @@ def render(results: dict[str, Any]) -> str:
             "stopped: what stays in Redis until it expires (sigrun: `--job-ttl`, default 1 day;",
             "RQ: `result_ttl`, default 500 s; Celery keeps nothing without a result backend).",
             "",
-            "| system | round trips | commands sent | commands executed | bytes kept |",
-            "|---|---:|---:|---:|---:|",
+            "*Keys* left per finished job, by whether Redis will expire them (a key that never",
+            "expires is growth without bound).",
+            "",
+            "| system | round trips | commands sent | commands executed | bytes kept |"
+            " keys: expiring | keys: never expiring |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for key, per in cost["values"].items():
             out.append(
                 f"| {labels[key]} | {per['round_trips']:.2f} | {per['commands']:.2f} | "
-                f"{per['executed']:.1f} | {round(per['memory']) or 0} |"
+                f"{per['executed']:.1f} | {round(per['memory']) or 0} | "
+                f"{per.get('expiring_keys', 0):.2f} | {per.get('persistent_keys', 0):.2f} |"
             )
         out.append("")
     memory = results.get("memory")

@@ -180,6 +180,17 @@ def _used_memory(ctx: Ctx) -> int:
     return int(ctx.redis.info("memory")["used_memory"])  # type: ignore[index]
 
 
+def _keys_by_expiry(ctx: Ctx) -> tuple[int, int]:
+    """How many keys Redis holds that will expire, and how many that never will."""
+    keys = list(ctx.redis.scan_iter(count=1000))
+    pipe = ctx.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    ttls = pipe.execute()
+    persistent = sum(1 for ttl in ttls if ttl == -1)
+    return len(keys) - persistent, persistent
+
+
 def cost_once(
     ctx: Ctx, system: System, *, n: int, proxy: CountingProxy, timeout: float
 ) -> dict[str, float]:
@@ -202,11 +213,14 @@ def cost_once(
     wire = proxy.counts
     executed = _executed(ctx) - executed_before
     time.sleep(0.2)
+    expiring, persistent = _keys_by_expiry(ctx)
     return {
         "commands": wire.commands - wire_before.commands,
         "round_trips": wire.round_trips - wire_before.round_trips,
         "executed": executed,
         "memory": _used_memory(ctx) - memory_before,
+        "expiring_keys": expiring,
+        "persistent_keys": persistent,
     }
 
 
@@ -229,7 +243,8 @@ def cost(
             log(
                 f"  {system.key:15} {per['round_trips']:.2f} round trips, {per['commands']:.2f} "
                 f"commands sent, {per['executed']:.1f} executed,"
-                f" {per['memory']:.0f} bytes kept per job"
+                f" {per['memory']:.0f} bytes kept per job; keys per job: {per['expiring_keys']:.2f}"
+                f" expiring, {per['persistent_keys']:.2f} never expiring"
             )
     return found
 
