@@ -407,17 +407,19 @@ def cmd_info(args: argparse.Namespace) -> ExitCode:
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=2))
         return ExitCode.OK
-    for name in (
-        "pending",
-        "running",
-        "delayed",
-        "processed",
-        "failed",
-        "dirty",
-        "workers",
-        "working",
+    given_up = sum(q.failed_jobs for q in info.queues)
+    for name, value, unit in (
+        ("pending", info.pending, "jobs waiting"),
+        ("running", info.running, "jobs in a child now"),
+        ("delayed", info.delayed, "jobs waiting for a retry"),
+        ("processed", info.processed, "attempts ended"),
+        ("failed", info.failed, "attempts that raised or could not start"),
+        ("dirty", info.dirty, "attempts killed by a signal (DirtyExits)"),
+        ("given up", given_up, "jobs out of attempts: sigrun failed lists them"),
+        ("workers", info.workers, "runners heartbeating"),
+        ("working", info.working, "runners with a job"),
     ):
-        print(f"{name:<10} {getattr(info, name)}")
+        print(f"{name:<10} {value:<8} {unit}")
     if info.queues:
         print()
         print(
@@ -430,7 +432,7 @@ def cmd_info(args: argparse.Namespace) -> ExitCode:
                     "PROCESSED",
                     "FAILED",
                     "DIRTY",
-                    "FAILED JOBS",
+                    "GIVEN UP",
                 ],
                 [
                     [
@@ -447,6 +449,7 @@ def cmd_info(args: argparse.Namespace) -> ExitCode:
                 ],
             )
         )
+        print("(PROCESSED, FAILED and DIRTY count attempts; GIVEN UP counts jobs)")
     return ExitCode.OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def test_info_shows_the_fields_a_resque_user_knows(redis: SyncRedis, redis_url: 
     text = run_sigrun("info", "--redis", redis_url).stdout
     for field in ("pending", "running", "processed", "failed", "dirty", "workers", "working"):
         assert field in text
+    # One job failed for good after one attempt: as an attempt, and as a job given up.
+    assert re.search(r"^failed +1 +attempts", text, re.M)
+    assert re.search(r"^given up +1 +jobs", text, re.M)
     info = json.loads(run_sigrun("info", "--redis", redis_url, "--json").stdout)
     assert (info["pending"], info["processed"], info["failed"], info["workers"]) == (1, 2, 1, 0)
     assert [q["name"] for q in info["queues"]] == [Q]
