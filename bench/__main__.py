@@ -10,8 +10,8 @@ makes the peers' virtualenv (see :mod:`bench.env`), runs each scenario for
 every system in alternating rounds and writes the report.  ``--no-peers``
 measures sigrun and the bare loop only (no download needed).  The ``operator``
 scenario also starts the local Kubernetes control plane of ``tests/cluster``
-(binaries from ``scripts/build-control-plane``; the run stops at once if they
-are missing) and times the real operator there (see :mod:`bench.reaction`).
+(binaries from ``scripts/build-control-plane``, built first if missing; the run
+stops at once if that fails) and times the real operator there (see :mod:`bench.reaction`).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     if "operator" in wanted:
         try:
-            reaction.require_control_plane()
+            reaction.require_control_plane(print)
         except reaction.ControlPlaneMissing as e:
             parser.exit(1, f"python -m bench: {e}\n")
     out = args.out or (Path(tempfile.mkdtemp(prefix="sigrun-bench-")) if args.quick else REPO)

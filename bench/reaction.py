@@ -31,6 +31,7 @@ import math
 import os
 import random
 import secrets
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any
 
 import redis as redis_py
 
+from bench.env import REPO
 from bench.report import percentile
 from sigrun.operator.handlers import RETRY_SECONDS, TICK_SECONDS
 from sigrun.runner import client
@@ -83,14 +85,23 @@ class ControlPlaneMissing(Exception):
     """The control-plane binaries are not built: the operator scenario cannot run."""
 
 
-def require_control_plane() -> None:
-    """Fail before any measuring starts, rather than after the other scenarios' minutes."""
+def require_control_plane(log: Log) -> None:
+    """Build the control plane if it is missing (once, then cached), as ``scripts/test`` does,
+    so that the one command works on a clean clone; fail before any measuring starts, rather
+    than after the other scenarios' minutes, if it cannot be had."""
+    try:
+        resolve_binaries()
+        return
+    except ControlPlaneError:
+        log("the operator scenario needs the local control plane: scripts/build-control-plane")
+    build = subprocess.run([str(REPO / "scripts" / "build-control-plane")], check=False)
     try:
         resolve_binaries()
     except ControlPlaneError as e:
         raise ControlPlaneMissing(
             f"the operator scenario needs the local Kubernetes control plane: {e}"
-            " (or leave the scenario out: --only throughput,latency,cost,memory)"
+            f" (scripts/build-control-plane exited {build.returncode};"
+            " or leave the scenario out: --only throughput,latency,cost,memory)"
         ) from e
 
 
