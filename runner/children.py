@@ -198,6 +198,14 @@ class Children:
         )
 
     @property
+    def pids(self) -> set[int]:
+        """Every process this object forked and has not reaped: children and the spare."""
+        found = set(self._children)
+        if self._spare is not None:
+            found.add(self._spare.pid)
+        return found
+
+    @property
     def running(self) -> Mapping[str, int]:
         """Job id -> pid of every child not yet reaped."""
         return {child.job.id: pid for pid, child in self._children.items()}

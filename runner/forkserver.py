@@ -31,6 +31,11 @@ A child that had to import asyncio (a coroutine job) says so through
 :data:`sigrun.runner.execute.asyncio_hint`; asyncio is then imported here once,
 so later coroutine jobs do not pay for it.
 
+It is also a child subreaper: a process a job started outside its process group
+is handed to it, not to PID 1, when its parent dies, and it reaps those that exit
+(:mod:`sigrun.runner.orphans`), since a runner that is PID 1 in its container
+would leave them zombies.
+
 If the runner goes away (end of file on the command pipe), this process exits
 and leaves running children alone, as a runner that dies leaves its own.
 
@@ -46,7 +51,7 @@ import os
 import sys
 from typing import Any
 
-from sigrun.runner import execute, wire
+from sigrun.runner import execute, orphans, wire
 from sigrun.runner.children import Child, Children
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Job
@@ -126,6 +131,8 @@ class Server:
                 settled=True,
             )
             self._children.prepare(self._reactor)
+            if orphans.become_subreaper():
+                self._reactor.call_later(orphans.REAP_INTERVAL_SECONDS, self._reap_orphans)
             self._send({"ev": "ready", "pid": os.getpid()})
         else:
             raise ValueError(f"unknown command {op!r}")
@@ -176,6 +183,11 @@ class Server:
                 f"preloading module {module!r} failed ({type(e).__name__}: {e});"
                 " each of its jobs imports it itself",
             )
+
+    def _reap_orphans(self) -> None:
+        """Reap the processes jobs left behind that have exited (see :mod:`.orphans`)."""
+        orphans.reap(self._ready().pids)
+        self._reactor.call_later(orphans.REAP_INTERVAL_SECONDS, self._reap_orphans)
 
     # --- events ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 #: Which process imported this module: the fork server (preloaded) or a child.
 IMPORTED_BY = os.getpid()
@@ -20,3 +21,18 @@ def length(text: str) -> int:
 async def asleep_then(value: int) -> int:
     await asyncio.sleep(0)
     return value
+
+
+def leave_orphan(path: str, seconds: float) -> None:
+    """Start a process outside this job's process group, orphaned at once, living ``seconds``."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()  # out of the job's group: killing the group at the job's end misses it
+        orphan = os.fork()
+        if orphan == 0:
+            time.sleep(seconds)
+            os._exit(0)
+        with open(path, "w") as out:
+            out.write(str(orphan))
+        os._exit(0)
+    os.waitpid(middle, 0)

@@ -79,6 +79,32 @@ def test_result_and_last_words_come_back_whole() -> None:
     assert big.report is not None and big.report.result == "x" * (3 << 20)
 
 
+def test_a_process_a_job_left_behind_is_adopted_and_reaped_not_left_a_zombie(
+    tmp_path: Path,
+) -> None:
+    # In a container the runner is PID 1 and would never reap it: the fork server does.
+    where = tmp_path / "orphan"
+
+    async def scenario(server: ForkServer) -> None:
+        ending = await server.run(
+            make_job("tests.kernel.forkserver_jobs:leave_orphan", str(where), 1.0)
+        )
+        assert ending.report is not None and ending.report.ok
+        orphan = int(where.read_text())
+        assert _parent_of(orphan) == server.pid  # adopted, not handed to PID 1
+        deadline = time.monotonic() + 12
+        while Path(f"/proc/{orphan}").exists():  # a zombie keeps its /proc entry
+            assert time.monotonic() < deadline, f"pid {orphan} was never reaped"
+            await asyncio.sleep(0.1)
+
+    served(scenario)
+
+
+def _parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+
+
 def test_children_are_forked_by_the_fork_server_not_by_the_runner() -> None:
     async def scenario(server: ForkServer) -> None:
         ending = await server.run(make_job("tests.kernel.forkserver_jobs:whoami"))
