@@ -119,7 +119,9 @@ class Worker:
         try:
             await self.supervisor.start()
             await self._retrying(
-                "register", lambda: self.store.register(self.identity, self.config.queues)
+                "register",
+                lambda: self.store.register(self.identity, self.config.queues),
+                until_stopped=True,
             )
             await self._beat()
             beating = asyncio.create_task(self._heartbeats())
@@ -434,16 +436,44 @@ class Worker:
 
     # -- Redis trouble ---------------------------------------------------------
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until Redis answers; the job's outcome must not be lost."""
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[T]], *, until_stopped: bool = False
+    ) -> T:
+        """Run ``call`` until Redis answers: a job's outcome must not be lost to a blip.
+
+        But a runner asked to stop must stop, Redis or not.  Once stopping, this
+        keeps trying only until the grace period is over (or a second signal), then
+        re-raises: whatever the runner still holds stays in its in-flight list,
+        where a reaper finds it once the heartbeat expires, and runs it again.
+        ``until_stopped``: give up as soon as the runner is asked to stop (nothing
+        is held yet: registering).
+        """
         delay = _RETRY_MIN
         while True:
             try:
                 return await call()
             except CONNECTION_ERRORS as e:
+                if self._stopping.is_set() and (
+                    until_stopped or self._hurry.is_set() or self._grace_left() <= 0
+                ):
+                    log.error(
+                        "cannot %s: Redis unavailable (%s); stopping anyway: what this runner "
+                        "holds is recorded by a reaper once its heartbeat expires",
+                        what,
+                        e,
+                    )
+                    raise
                 log.warning("cannot %s: Redis unavailable (%s); retrying in %.1fs", what, e, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(_RETRY_MAX, delay * 2)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, waking early when a signal changes what the runner should do."""
+        wake = self._hurry if self._stopping.is_set() else self._stopping
+        if self._stopping.is_set():
+            seconds = max(0.0, min(seconds, self._grace_left()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
 
     async def _redis_down(self, what: str, error: BaseException) -> None:
         log.warning("cannot %s: Redis unavailable (%s)", what, error)

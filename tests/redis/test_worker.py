@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -259,6 +260,57 @@ def test_redis_going_away_does_not_lose_the_outcome(redis: SyncRedis, tmp_path: 
             runner.send_signal(signal.SIGTERM)
             runner.wait(timeout=20)
     assert "Redis unavailable" in (tmp_path / "runner.log").read_text()
+
+
+def test_a_runner_that_never_reached_redis_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    log = tmp_path / "runner.log"
+    runner = start_sigrun("work", "--redis", url, "--queue", Q, *ALLOW, log=log)
+    try:
+        wait_for(lambda: "cannot register" in log.read_text(), what="a failed registration")
+        runner.send_signal(signal.SIGTERM)
+        code = runner.wait(timeout=5)  # not after the next back-off, nor never
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert code == 4  # "cannot reach Redis"
+    assert "cannot reach Redis" in log.read_text()
+
+
+def test_a_runner_stopping_while_redis_is_away_gives_up_after_its_grace_and_loses_nothing(
+    redis: SyncRedis, tmp_path: Path
+) -> None:
+    del redis  # this test has a Redis of its own, which it stops and starts again
+    with RedisServer(persistent=True) as server:
+        marker = tmp_path / "started"
+        job_id = client.enqueue(client_for(server.url), Q, "tests.redis.jobs:sleep", 1, str(marker))
+        log = tmp_path / "runner.log"
+        runner = start_sigrun(
+            "work", "--redis", server.url, "--queue", Q, *ALLOW,
+            "--grace", "3", "--heartbeat-ttl", "2", log=log,
+        )  # fmt: skip
+        try:
+            wait_for(marker.exists, what="the job to start")
+            server.stop()
+            runner.send_signal(signal.SIGTERM)
+            code = runner.wait(timeout=3 + 5)  # the grace period, and not forever
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+        assert code == 4
+        assert "stopping anyway" in log.read_text()
+        # The outcome could not be written; the job is still held, so once the runner's
+        # heartbeat has expired a reaper records it and it runs again.
+        server.start_again()
+        time.sleep(2.5)
+        run_sigrun("reap", "--redis", server.url)
+        local = client_for(server.url)
+        [record] = client.history(local, Q)
+        assert (record.job_id, record.cause) == (job_id, Cause.RUNNER_LOST)
+        raw = raw_redis.Redis.from_url(server.url, decode_responses=True)
+        assert state(raw, job_id)["state"] == "retrying"
 
 
 def client_for(url: str) -> SyncRedis:
