@@ -73,7 +73,7 @@ ARCHITECTURE = [
     "child is forked, so each fork copies fewer page tables and the fork, the child and its",
     "reaping run on another core while the runner talks to Redis. It keeps one **spare**",
     "child forked and set up ahead of need (own process group, output pipe, report file,",
-    "`oom_score_adj`, cgroup), which has already imported the module of the last jobs: taking",
+    "`oom_score_adj`, cgroup): taking",
     "a job is a pipe write. The supervision code (pidfd, process group, last words, timeouts,",
     "OOM counter, `wait4`) is the same module (`runner/children.py`) the in-process",
     "supervisor uses, on a small epoll loop (`runner/reactor.py`). A busy runner records one",

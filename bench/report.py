@@ -310,8 +310,7 @@ def analysis(results: dict[str, Any]) -> list[str]:
             f"- Concurrency 1, no-op jobs: sigrun runs at {ratio('noop-c1', 'sigrun', 'bare')} "
             "of the bare fork loop. Both import the job's module once, before forking (sigrun "
             "in its fork server, on the module's first job). With `--no-preload` every child "
-            "imports the module itself (its spare child does it before the job arrives, which "
-            "hides most but not all of it): "
+            "imports the module itself, after its job arrived: "
             f"{ratio('noop-c1', 'sigrun-no-preload', 'bare')} of the bare loop.",
         ]
     if _median_ratio(results, "noop-c1", "sigrun", "rq-fork") is not None:

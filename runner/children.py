@@ -37,10 +37,9 @@ How one job runs (no threads, no SIGCHLD handler, no polling):
   report is read, and the OOM-kill counter is read again.
 
 With ``spare=True`` (the fork server's choice) one child is kept forked and set
-up ahead of need: it resolves the functions of the last jobs (importing their
-modules, as the job's child would anyway), then waits on a pipe for its job, so
-taking a job costs a pipe write instead of a fork, a set-up and an import, and
-the spare is prepared while the runner talks to Redis.  With ``settled=True``
+up ahead of need, waiting on a pipe for its job, so taking a job costs a pipe
+write instead of a fork and a set-up, and the spare is prepared while the runner
+talks to Redis.  With ``settled=True``
 (the fork server's choice too) the signals to reset and faulthandler are dealt
 with once in the parent (see :meth:`sigrun.runner.execute.ChildSetup.of`).
 Everything this module does per job after a fork costs copy-on-write faults,
@@ -76,7 +75,6 @@ __all__ = ["Child", "Children", "Reactor", "SupervisorConfig"]
 _READ_SIZE = 65536
 _MAX_LINE = 64 * 1024  # a "line" without a newline is cut here, so one cannot eat memory
 _DRAIN_LIMIT = 2 << 20  # at exit, read at most this much more from each pipe
-_WARM_FUNCTIONS = 3  # a spare resolves the functions of this many of the last jobs
 _SPARE_MAX_JOB = 60_000  # bytes; a pipe holds 64 KiB
 
 
@@ -180,7 +178,6 @@ class Children:
         self.config = config
         self._keep_spare = spare
         self._spare: _Spare | None = None
-        self._recent: dict[str, None] = {}  # functions of the last jobs, newest last
         self._on_line = on_line if config.forward_output else None
         self._on_warning = on_warning
         self._close_in_child = tuple(close_in_child)  # the host's own fds a job must not hold
@@ -217,11 +214,6 @@ class Children:
         """
         timeout = job.timeout if job.timeout is not None else self.config.default_timeout
         oom_before = self._oom_kills()
-        if self._keep_spare:
-            self._recent.pop(job.func, None)
-            self._recent[job.func] = None
-            if len(self._recent) > _WARM_FUNCTIONS:
-                del self._recent[next(iter(self._recent))]
         spare, self._spare = self._spare, None
         if spare is not None and self._hand_over(spare, payload or job.to_json().encode(), reactor):
             pid, pidfd, out_fd, report_fd = spare.pid, spare.pidfd, spare.out_fd, spare.report_fd
@@ -304,9 +296,7 @@ class Children:
     def _fork_spare(self, reactor: Reactor) -> None:
         job_r, job_w = os.pipe()
         try:
-            pid, pidfd, out_fd, report_fd = self._fork(
-                None, job_fd=job_r, close=(job_w,), warm=tuple(self._recent)
-            )
+            pid, pidfd, out_fd, report_fd = self._fork(None, job_fd=job_r, close=(job_w,))
         except OSError:
             os.close(job_w)
             return  # no spare this time: the next job forks for itself
@@ -358,7 +348,6 @@ class Children:
         *,
         job_fd: int = -1,
         close: tuple[int, ...] = (),
-        warm: tuple[str, ...] = (),
     ) -> tuple[int, int, int, int]:
         out_r, out_w = os.pipe()
         report = os.memfd_create("sigrun-report", os.MFD_CLOEXEC)
@@ -388,7 +377,6 @@ class Children:
                 report_fd=report,
                 close_fds=(out_r, *close, *self._close_in_child),
                 job_fd=job_fd,
-                warm=warm,
             )
         if freeze:
             gc.unfreeze()

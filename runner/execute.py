@@ -199,18 +199,14 @@ def start_child(
     report_fd: int,
     close_fds: Sequence[int],
     job_fd: int = -1,
-    warm: Sequence[str] = (),
 ) -> NoReturn:
     """In a child just forked: set up, run ``job`` with :func:`child_main`, ``os._exit``.
 
     Without a ``job`` this child is a spare, forked ahead of need: it sets itself
-    up, resolves the functions in ``warm`` (``module:function``, those of the last
-    jobs, which the next job most likely needs too: this imports their modules)
-    then waits for its job's JSON on ``job_fd`` (until end of file) and runs it.
-    Importing here is what the job's child would do anyway, only before the job's
-    clock starts; a function that fails to resolve is left for the job itself to
-    resolve and report.  A spare that gets end of file without a job was not
-    needed and exits 0.
+    up, then waits for its job's JSON on ``job_fd`` (until end of file) and runs
+    it.  It imports nothing ahead: a module it guessed would be charged to whatever
+    job came, clock and all (a slow import timing out someone else's job).  A spare
+    that gets end of file without a job was not needed and exits 0.
     """
     try:
         os.setpgid(0, 0)
@@ -233,7 +229,6 @@ def start_child(
             with contextlib.suppress(OSError):  # raising it needs no privilege; lowering does
                 _write_file(b"/proc/self/oom_score_adj", setup.oom_score_adj)
         if job is None:
-            _resolve_quietly(warm, setup.allowed_modules)
             job = _receive_job(job_fd)
         child_main(job, setup.allowed_modules, report_fd)
     except BaseException as e:
@@ -241,16 +236,6 @@ def start_child(
             os.write(2, f"sigrun: child set-up failed: {type(e).__name__}: {e}\n".encode())
     finally:
         os._exit(EXIT_INTERNAL)
-
-
-def _resolve_quietly(functions: Sequence[str], allowed_modules: Sequence[str]) -> None:
-    for func in functions:
-        with contextlib.suppress(BaseException):  # the job resolves it again, and reports why
-            _resolved[func] = resolve(func, allowed_modules)
-
-
-#: Functions a spare resolved before its job came (see :func:`start_child`).
-_resolved: dict[str, Callable[..., Any]] = {}
 
 
 def _receive_job(job_fd: int) -> Job:
@@ -303,7 +288,7 @@ def child_main(job: Job, allowed_modules: Sequence[str], report_fd: int) -> NoRe
 
 def _run(job: Job, allowed_modules: Sequence[str]) -> ChildReport:
     try:
-        func = _resolved.get(job.func) or resolve(job.func, allowed_modules)
+        func = resolve(job.func, allowed_modules)
     except FunctionNotAllowed as e:
         return _refusal(Cause.FUNCTION_NOT_ALLOWED, e)
     except FunctionNotFound as e:

@@ -13,9 +13,7 @@ What it does: it runs :class:`sigrun.runner.children.Children` on a small
 epoll loop (:mod:`sigrun.runner.reactor`) and relays between it and the
 runner, in the messages of :mod:`sigrun.runner.wire`.  It keeps one spare child
 forked and set up ahead of need (see that module), forked right after it has
-reported a job's end, while the runner records it; without preload the spare
-also imports the modules of the last jobs, in itself, so that job code never
-runs in the fork server.  All process-side
+reported a job's end, while the runner records it.  All process-side
 semantics -- process group, output and last words, timeouts, the OOM counter,
 ``wait4`` -- are the ones the in-process supervisor has, because it is the same
 code.  Deciding, recording and logging stay in the runner.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 
 #: Which process imported this module: the fork server (preloaded) or a child.
@@ -12,6 +13,11 @@ IMPORTED_BY = os.getpid()
 
 def whoami() -> dict[str, int]:
     return {"pid": os.getpid(), "ppid": os.getppid(), "imported_by": IMPORTED_BY}
+
+
+def loaded(module: str) -> bool:
+    """Whether this child has ``module`` imported."""
+    return module in sys.modules
 
 
 def length(text: str) -> int:

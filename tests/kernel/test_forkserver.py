@@ -137,6 +137,19 @@ def test_without_preload_the_fork_server_never_imports_job_code() -> None:
     served(scenario)
 
 
+def test_without_preload_a_child_imports_only_its_own_jobs_module() -> None:
+    # Importing the last jobs' modules ahead would charge their import to this job's clock.
+    async def scenario(server: ForkServer) -> None:
+        for _ in range(2):
+            assert (await server.run(make_job("tests.kernel.jobs:add", 1, 2))).report is not None
+        ending = await server.run(
+            make_job("tests.kernel.forkserver_jobs:loaded", "tests.kernel.jobs")
+        )
+        assert ending.report is not None and ending.report.result is False
+
+    served(scenario)
+
+
 def test_coroutine_jobs_are_awaited_again_and_again() -> None:
     async def scenario(server: ForkServer) -> list[object]:
         endings = [
