@@ -49,7 +49,7 @@ import os
 import sys
 from typing import Any
 
-from sigrun.runner import execute, orphans, wire
+from sigrun.runner import execute, orphans, preload, wire
 from sigrun.runner.children import Child, Children
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Job
@@ -167,19 +167,29 @@ class Server:
         self._preload_tried.add(module)
         if not execute.is_allowed(module, allowed):
             return  # the child refuses it, with the reason
-        try:
-            importlib.import_module(module)
-        except BaseException as e:  # its own top-level code: anything may come out
-            if (
-                isinstance(e, ModuleNotFoundError)
-                and e.name
-                and (module + ".").startswith(e.name + ".")
-            ):
-                return  # no such module: each of its jobs reports FunctionNotFound
+        done = preload.preload(module)
+        for line in done.output:
+            self._on_warning(job, f"module {module!r} printed while preloading: {line}")
+        e = done.error
+        if (
+            isinstance(e, ModuleNotFoundError)
+            and e.name
+            and (module + ".").startswith(e.name + ".")
+        ):
+            return  # no such module: each of its jobs reports FunctionNotFound
+        if e is not None:
             self._on_warning(
                 job,
                 f"preloading module {module!r} failed ({type(e).__name__}: {e});"
-                " each of its jobs imports it itself",
+                " each of its jobs imports it itself, on its own clock",
+            )
+        if done.threads_started:
+            self._on_warning(
+                job,
+                f"module {module!r} left {done.threads_started} thread(s) running in the fork"
+                " server after its import: a child is forked with none of them, and a lock"
+                " one of them held stays locked in the child forever (a hang). Run this"
+                " queue with --no-preload (spec.runner.preload: false)",
             )
 
     def _reap_orphans(self) -> None:

@@ -127,6 +127,39 @@ def test_preload_imports_the_job_module_in_the_fork_server_once() -> None:
     served(scenario, preload=True)
 
 
+def test_a_preload_that_blocks_is_abandoned_and_the_runner_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario(server: ForkServer) -> tuple[Ending, Ending, float]:
+        started = time.monotonic()
+        blocked = await server.run(make_job("tests.kernel.preload_blocks:run", timeout=1))
+        fine = await server.run(make_job("add", 2, 3))
+        return blocked, fine, time.monotonic() - started
+
+    blocked, fine, seconds = served(scenario, preload=True, allowed=("tests.kernel.",))
+    # The import is given 5s in the fork server, then each job imports it on its own clock.
+    assert classify(blocked).cause is Cause.TIMEOUT
+    assert fine.report is not None and fine.report.result == 5
+    assert seconds < 15
+    assert any("preloading module 'tests.kernel.preload_blocks' failed" in r.message
+               for r in caplog.records)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("module", "warning"),
+    [
+        ("preload_noisy", "printed while preloading: noisy: connected to the warehouse"),
+        ("preload_threaded", "left 1 thread(s) running in the fork server"),
+    ],
+)
+def test_what_a_preloaded_module_does_at_import_is_reported_as_a_warning(
+    caplog: pytest.LogCaptureFixture, module: str, warning: str
+) -> None:
+    ending = run_one(f"tests.kernel.{module}:run", preload=True, allowed=("tests.kernel.",))
+    assert ending.report is not None and ending.report.result == "ok"
+    assert any(warning in r.message for r in caplog.records), [r.message for r in caplog.records]
+
+
 def test_without_preload_the_fork_server_never_imports_job_code() -> None:
     async def scenario(server: ForkServer) -> None:
         for _ in range(3):
