@@ -228,32 +228,39 @@ class Worker:
                 await self._redis_down("take a job", e)
 
     async def _take_once(self) -> _Taken | None:
-        for queue in self.config.queues:
-            payload = await self.store.reserve(queue, self.runner_id, now())
-            if payload is not None:
-                return _Taken(queue, payload, needs_running_mark=False)
-        if self.config.burst:
-            # A batch run is not done while retries wait out their backoff: wait for
-            # the next one to fall due rather than leave it behind in Redis.
-            while not self._stopping.is_set():
-                promoted = 0
-                for queue in self.config.queues:
-                    promoted += await self.store.promote(queue, now())
-                if promoted:
-                    return await self._take_once()
-                due = await self.store.next_due(self.config.queues)
-                if due is None or self._active:
+        while not self._stopping.is_set():
+            for queue in self.config.queues:
+                payload = await self.store.reserve(queue, self.runner_id, now())
+                if payload is not None:
+                    return _Taken(queue, payload, needs_running_mark=False)
+            # Retries whose backoff is over go back to their queues now, not at the next
+            # heartbeat: "retrying in 0.5s" should mean half a second.
+            if await self._promote_due():
+                continue
+            due = await self.store.next_due(self.config.queues)
+            if self.config.burst:
+                # A batch run is not done while retries wait out their backoff: wait for
+                # the next one to fall due rather than leave it behind in Redis.
+                if due is None:
                     return None  # a running job may yet add work: the slot re-checks
                 await asyncio.sleep(min(1.0, max(0.01, due - now())))
-            return None
-        # Idle: block on one queue at a time, rotating, until something arrives.
-        block = _BLOCK_SECONDS if len(self.config.queues) == 1 else 0.5
-        while not self._stopping.is_set():
+                continue
+            # Idle: block on one queue at a time, rotating, until something arrives or
+            # the next retry falls due.
+            block = _BLOCK_SECONDS if len(self.config.queues) == 1 else 0.5
+            if due is not None:
+                block = min(block, max(0.05, due - now()))
             for queue in self.config.queues:
                 payload = await self.store.wait_reserve(queue, self.runner_id, block)
                 if payload is not None:
                     return _Taken(queue, payload, needs_running_mark=True)
         return None
+
+    async def _promote_due(self) -> int:
+        promoted = 0
+        for queue in self.config.queues:
+            promoted += await self.store.promote(queue, now())
+        return promoted
 
     async def _run(self, taken: _Taken) -> _Taken | None:
         """Run one job and record its outcome; return the next job if one came with it."""

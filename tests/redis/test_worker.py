@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import redis as raw_redis
 
 from sigrun.runner import client
@@ -123,6 +124,24 @@ def test_failing_job_is_retried_with_backoff_until_it_succeeds(
     assert json.loads(state(raw, job_id)["result"]) == 3
     assert len(client.history(redis, Q)) == 2
     assert client.failed(redis, queue=Q) == []
+
+
+@pytest.mark.parametrize("burst", [True, False])
+def test_a_retry_runs_when_its_backoff_is_over_not_when_another_job_ends(
+    redis: SyncRedis, redis_url: str, tmp_path: Path, burst: bool
+) -> None:
+    # Two slots: one busy with a long job, the other free for the retry when it falls due.
+    busy, counter = tmp_path / "busy", tmp_path / "attempts"
+    client.enqueue(redis, Q, "tests.redis.jobs:sleep", 6, str(busy))
+    client.enqueue(redis, Q, "tests.redis.jobs:fail_until", str(counter), 2, max_attempts=2)
+    extra = ["--burst"] if burst else []
+    with running_runner(
+        redis_url, tmp_path / "runner.log", "--concurrency", "2", "--backoff", "0.5", *extra
+    ):
+        wait_for(lambda: counter.exists() and counter.read_text() == "1", what="attempt 1")
+        first = time.monotonic()
+        wait_for(lambda: counter.read_text() == "2", timeout=5, what="attempt 2")
+        assert time.monotonic() - first < 2.5  # 0.5s of backoff, not the 6s job's end
 
 
 def test_malformed_payloads_are_failed_with_a_clear_cause_and_the_runner_keeps_going(
