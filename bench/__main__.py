@@ -17,6 +17,7 @@ stops at once if that fails) and times the real operator there (see :mod:`bench.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import operator
 import shlex
@@ -25,10 +26,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import reaction, report, scenarios
+from bench import forkfloor, reaction, report, scenarios
 from bench.env import REPO, machine, peer_env, versions
 from bench.systems import (
     BARE,
@@ -44,24 +46,33 @@ from bench.systems import (
 from sigrun.runner.redisserver import RedisServer
 
 SCENARIOS = ("throughput", "latency", "cost", "memory", "operator")
-FULL = {
-    "noop": 2000,
-    "realistic": 500,
-    "latency": 200,
-    "latency_rounds": 3,
-    "cost": (200, 1000),
-    "memory": 10_000,
-    "operator": 20,  # trials of each operator scenario
-}
-QUICK = {
-    "noop": 60,
-    "realistic": 20,
-    "latency": 20,
-    "latency_rounds": 1,
-    "cost": (20, 60),
-    "memory": 300,
-    "operator": 2,
-}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each scenario does: the full run's figures, or the smoke run's."""
+
+    noop: int  # no-op jobs per throughput round
+    realistic: int  # realistic jobs per throughput round
+    latency: int  # jobs per latency round
+    latency_rounds: int
+    cost: tuple[int, int]  # the two runs whose difference is the cost per job
+    memory: int  # jobs between the two memory readings
+    operator: int  # trials of each operator scenario
+    fork_floor: int  # forks per run of bench/forkfloor.py (one run per round)
+
+    def jobs(self, kind: str) -> int:
+        return {"noop": self.noop, "realistic": self.realistic}[kind]
+
+
+FULL = Sizes(
+    noop=2000, realistic=500, latency=200, latency_rounds=3, cost=(200, 1000),
+    memory=10_000, operator=20, fork_floor=2000,
+)  # fmt: skip
+QUICK = Sizes(
+    noop=60, realistic=20, latency=20, latency_rounds=1, cost=(20, 60),
+    memory=300, operator=2, fork_floor=100,
+)  # fmt: skip
 
 ARCHITECTURE = [
     "## How sigrun runs a job, and what that costs",
@@ -69,11 +80,11 @@ ARCHITECTURE = [
     "`sigrun work` is two processes. The runner talks to Redis (asyncio, redis-py) and",
     "decides and records what happened; it never forks. The **fork server**",
     "(`runner/forkserver.py`) is a fresh, lean interpreter (no asyncio, no logging, no",
-    "threading, no Redis client: ~15 MiB against the runner's ~33) from which every job's",
-    "child is forked, so each fork copies fewer page tables and the fork, the child and its",
-    "reaping run on another core while the runner talks to Redis. It keeps one **spare**",
-    "child forked and set up ahead of need (own process group, output pipe, report file,",
-    "`oom_score_adj`, cgroup): taking",
+    "threading, no Redis client: about half the runner's memory, see *Runner memory*) from",
+    "which every job's child is forked, so each fork copies fewer page tables and the fork,",
+    "the child and its reaping run on another core while the runner talks to Redis. It keeps",
+    "one **spare** child forked and set up ahead of need (own process group, output pipe,",
+    "report file, `oom_score_adj`, cgroup): taking",
     "a job is a pipe write. The supervision code (pidfd, process group, last words, timeouts,",
     "OOM counter, `wait4`) is the same module (`runner/children.py`) the in-process",
     "supervisor uses, on a small epoll loop (`runner/reactor.py`). A busy runner records one",
@@ -82,23 +93,18 @@ ARCHITECTURE = [
     "(`--no-preload` leaves that to every child, for modules that must not be imported",
     "before a fork), as the bare loop does.",
     "",
-    "## Where a no-op job's CPU goes",
-    "",
-    "The throughput tables give each system's CPU per job (its whole process tree, read",
-    "from `/proc` when the start and end stamps appear). Split by process with the same",
-    "counters (concurrency 2, 3,000 no-op jobs, default settings), sigrun spends about:",
-    "runner 0.45 ms (asyncio, redis-py, deciding and recording), fork server 0.95 ms",
-    "(the fork itself, and ≈ 250 copy-on-write faults: every page its Python loop writes",
-    "after a fork, while a spare child still shares it), child 0.85 ms (≈ 280 faults), and",
-    "redis-server 0.1 ms. For scale, a tight `fork()`/`_exit()`/`waitpid()` loop in a",
-    "process of the fork server's size (15 MiB) costs 0.45 ms per child, with 26 faults in",
-    "the parent and 74 in the child. Celery's pool processes fork nothing per task.",
-    "",
-    "Tried and measured, not kept: forking spares in batches (up to 6 kept ready) cut the",
-    "fork server's faults from ≈ 256 to ≈ 138 a job, but the children's rose by as much,",
-    "for no net gain; a permanent `gc.freeze()` in the fork server made it slower. At",
-    "concurrency 3 on the same 2 cores sigrun runs ≈ 13% faster than at 2, which bounds what",
-    "fetching the next job ahead (prefetch) could still win at concurrency 2.",
+]
+
+TRIED = [
+    "Tried in earlier runs of this suite and not kept: forking spares in batches (up to 6",
+    "kept ready) cut the fork server's faults from ≈ 256 to ≈ 138 a job, but the children's",
+    "rose by as much, for no net gain; a permanent `gc.freeze()` in the fork server made it",
+    "slower; decoding the job in the spare with a leaner parser than `Job.from_json` saved",
+    "≈ 14 faults a job, within the noise. At concurrency 3 on the same 2 cores sigrun ran",
+    "≈ 13% faster than at 2, which bounds what fetching the next job ahead could still win at",
+    "concurrency 2. Not built: a fork server that does nothing but fork, handing each child",
+    "to a supervisor that never forks, so that no Python loop writes to pages shared with",
+    "children; it would save part of the fork server's faults, not the children's.",
     "",
 ]
 
@@ -116,7 +122,7 @@ OPERATOR = [
     "",
 ]
 
-NOTES = ARCHITECTURE + OPERATOR
+NOTES = {"architecture": ARCHITECTURE, "tried": TRIED, "operator": OPERATOR}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,11 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if Path(operator.__file__ or "").resolve().parent == (REPO / "operator").resolve():
         parser.error("the repository's operator/ shadows the standard library: run with python -P")
     if args.render:
-        results = json.loads(args.render.read_text())
-        results["targets"] = report.evaluate(results)
-        results["notes"] = NOTES
-        (args.render.parent / "BENCHMARKS.json").write_text(json.dumps(results, indent=1) + "\n")
-        ((args.out or args.render.parent) / "BENCHMARKS.md").write_text(report.render(results))
+        stored = json.loads(args.render.read_text())
+        stored["targets"] = report.evaluate(stored)
+        stored["notes"] = NOTES
+        (args.render.parent / "BENCHMARKS.json").write_text(json.dumps(stored, indent=1) + "\n")
+        ((args.out or args.render.parent) / "BENCHMARKS.md").write_text(report.render(stored))
         return 0
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 5)
@@ -186,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": machine(),
             "versions": versions(),
             "peers": peers.versions if peers else None,
-            "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+            "sizes": dataclasses.asdict(sizes),
         },
         "labels": {
             s.key: s.label
@@ -221,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]  # fmt: skip
             for key, title, job, concurrency, systems in plan:
                 log(f"throughput: {title}")
-                n = sizes[job]
-                values, cpu = scenarios.throughput(
+                n = sizes.jobs(job)
+                values, cpu, split = scenarios.throughput(
                     ctx,
                     usable(*systems),
                     job=job,
@@ -240,12 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "concurrency": concurrency,
                         "values": values,
                         "cpu_ms": cpu,
+                        "split": split,
                     }
                 )
+            log("throughput: what a fork costs by itself")
+            results["fork_floor_forks"] = sizes.fork_floor
+            results["fork_floor"] = forkfloor.measure(sizes.fork_floor, repeats=rounds)
         if "latency" in wanted:
             log("pickup latency")
-            count, lat_rounds, gap = sizes["latency"], sizes["latency_rounds"], 0.03
-            values = scenarios.latency(
+            count, lat_rounds, gap = sizes.latency, sizes.latency_rounds, 0.03
+            timings = scenarios.latency(
                 ctx, usable(SIGRUN, SIGRUN_NO_PRELOAD, BARE, RQ_FORK, CELERY),
                 count=count, gap=gap, rounds=lat_rounds, log=log,
             )  # fmt: skip
@@ -253,19 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "count": count,
                 "rounds": lat_rounds,
                 "gap": gap,
-                "values": values,
+                "values": timings,
             }
         if "cost" in wanted:
             log("Redis cost per job")
-            small, big = sizes["cost"]
-            values = scenarios.cost(
+            small, big = sizes.cost
+            per_job = scenarios.cost(
                 ctx, usable(SIGRUN, BARE, RQ_FORK, RQ_SIMPLE, CELERY, CELERY_RESULTS),
                 small=small, big=big, redis_port=server.port, log=log,
             )  # fmt: skip
-            results["cost"] = {"small": small, "big": big, "values": values}
+            results["cost"] = {"small": small, "big": big, "values": per_job}
         if "memory" in wanted:
             log("runner memory")
-            memory = scenarios.runner_memory(ctx, jobs=sizes["memory"], log=log)
+            memory = scenarios.runner_memory(ctx, jobs=sizes.memory, log=log)
             memory["peers"] = {}
             for system, concurrency in ((RQ_FORK, 1), (CELERY, 2)):
                 if peers is not None:
@@ -276,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "operator" in wanted:
             log("operator reaction (local control plane)")
             results["operator"] = reaction.run(
-                server.url, Path(work) / "operator", trials=sizes["operator"], log=log
+                server.url, Path(work) / "operator", trials=sizes.operator, log=log
             )
     results["meta"]["seconds"] = round(time.monotonic() - started)
     results["targets"] = report.evaluate(results)

@@ -66,7 +66,7 @@ def main() -> int:
         _, status = os.waitpid(pid, 0)
         state = "succeeded" if os.waitstatus_to_exitcode(status) == 0 else "failed"
         pipe = r.pipeline(transaction=False)
-        pipe.lrem(args.inflight, 1, payload)
+        pipe.lrem(args.inflight, 1, payload)  # type: ignore[arg-type]  # bytes: as it came
         pipe.hset(args.job_prefix + job["id"], mapping={"state": state, "ended_at": time.time()})
         pipe.execute()
 

@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from bench import breakdown
+
 MiB = 2**20
 #: The sigrun variants measured: the default, then the one a user picks for modules that
 #: must not be imported before a fork.  Targets are checked for the default only.
@@ -495,9 +497,14 @@ def render(results: dict[str, Any]) -> str:
             )
         out.append("")
     out += operator_section(results)
+    notes: dict[str, list[str]] = results.get("notes", {})
     if results.get("throughput"):
         out += analysis(results)
-    out += results.get("notes", [])
+    out += notes.get("architecture", [])
+    if results.get("throughput"):
+        out += breakdown.section(results)
+        out += notes.get("tried", [])
+    out += notes.get("operator", [])
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -54,6 +54,8 @@ class Run:
     jobs_per_second: float
     cpu_ms: float  # the system's own processes (workers, their children), per job
     redis_cpu_ms: float  # redis-server, per job
+    # The same CPU by role (see Usage), with minor page faults: role -> [ms, faults] per job.
+    split: dict[str, list[float]]
 
 
 def throughput_once(
@@ -69,38 +71,95 @@ def throughput_once(
         # before the other has run the end stamp): only the file says it is done.  Not
         # polling the workers also leaves an exited one unreaped, so its CPU can be read.
         wait_for_file(start, timeout=timeout, workers=workers)
-        cpu_before, redis_before = _tree_cpu(workers.pids), _cpu(ctx.redis_pid)
+        before, redis_before = tree_usage(workers.pids), _usage(ctx.redis_pid)
         wait_for_file(end, timeout=timeout, workers=None if system.burst else workers)
-        cpu_after, redis_after = _tree_cpu(workers.pids), _cpu(ctx.redis_pid)
+        after, redis_after = tree_usage(workers.pids), _usage(ctx.redis_pid)
         if system.burst:
             workers.wait(timeout)
     finally:
         workers.stop()
+    split = {
+        role: [
+            (after[role].cpu - before.get(role, Usage()).cpu) * 1e3 / n,
+            (after[role].faults - before.get(role, Usage()).faults) / n,
+        ]
+        for role in after
+    }
     return Run(
         jobs_per_second=n / (_stamp_times(end)[0] - _stamp_times(start)[0]),
-        cpu_ms=(cpu_after - cpu_before) * 1e3 / n,
-        redis_cpu_ms=(redis_after - redis_before) * 1e3 / n,
+        cpu_ms=sum(cpu for cpu, _ in split.values()),
+        redis_cpu_ms=(redis_after.cpu - redis_before.cpu) * 1e3 / n,
+        split=split,
     )
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+FORK_SERVER_MODULE = "sigrun.runner.forkserver"
 
 
-def _cpu(pid: int | None) -> float:
-    """Seconds of CPU ``pid`` used, with its reaped children's (0 if gone or None)."""
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds and minor page faults, from ``/proc/PID/stat``.
+
+    Minor faults are counted because after a fork they are most of the cost: every
+    page either process writes first takes one (copy-on-write).
+    """
+
+    cpu: float = 0.0
+    faults: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.cpu + other.cpu, self.faults + other.faults)
+
+
+def _usages(pid: int | None) -> tuple[Usage, Usage]:
+    """What ``pid`` used itself, and what its reaped children used (zero if gone or None)."""
     if pid is None:
-        return 0.0
+        return Usage(), Usage()
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
-    utime, stime, cutime, cstime = stat[stat.rindex(")") + 2 :].split()[11:15]
-    return (int(utime) + int(stime) + int(cutime) + int(cstime)) / _TICKS
+        return Usage(), Usage()
+    fields = [int(f) for f in stat[stat.rindex(")") + 2 :].split()[7:15]]
+    minflt, cminflt, _, _, utime, stime, cutime, cstime = fields
+    return (
+        Usage((utime + stime) / _TICKS, minflt),
+        Usage((cutime + cstime) / _TICKS, cminflt),
+    )
 
 
-def _tree_cpu(pids: Sequence[int]) -> float:
-    """CPU seconds of these processes and every descendant alive (or unreaped) now."""
-    return sum(_cpu(member) for pid in pids for member in process_tree(pid))
+def _usage(pid: int | None) -> Usage:
+    own, reaped = _usages(pid)
+    return own + reaped
+
+
+def _is_fork_server(pid: int) -> bool:
+    try:
+        return FORK_SERVER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def tree_usage(pids: Sequence[int]) -> dict[str, Usage]:
+    """What these processes and every descendant alive (or unreaped) now used, by role.
+
+    *workers*: the processes the system started (sigrun's runner, each bare loop,
+    RQ's workers, Celery's main process); *fork server*: sigrun's; *children*:
+    everything below them, alive or reaped (job children, or Celery's pool).
+    """
+    roles = {"workers": Usage(), "fork server": Usage(), "children": Usage()}
+    for root in pids:
+        own, reaped = _usages(root)
+        roles["workers"] += own
+        roles["children"] += reaped
+        for member in process_tree(root)[1:]:
+            own, reaped = _usages(member)
+            if _is_fork_server(member):
+                roles["fork server"] += own
+                roles["children"] += reaped
+            else:
+                roles["children"] += own + reaped
+    return roles
 
 
 def throughput(
@@ -112,10 +171,13 @@ def throughput(
     concurrency: int,
     rounds: int,
     log: Log,
-) -> tuple[dict[str, list[float]], dict[str, list[list[float]]]]:
-    """Jobs/s per system and round, and [own, redis-server] CPU ms per job likewise."""
+) -> tuple[
+    dict[str, list[float]], dict[str, list[list[float]]], dict[str, list[dict[str, list[float]]]]
+]:
+    """Jobs/s per system and round, [own, redis-server] CPU ms per job likewise, and the split."""
     values: dict[str, list[float]] = {s.key: [] for s in systems}
     cpu: dict[str, list[list[float]]] = {s.key: [] for s in systems}
+    split: dict[str, list[dict[str, list[float]]]] = {s.key: [] for s in systems}
     timeout = max(300.0, n / 5)
     for r in range(rounds):
         for system in rotated(systems, r):
@@ -124,11 +186,12 @@ def throughput(
             )
             values[system.key].append(run.jobs_per_second)
             cpu[system.key].append([run.cpu_ms, run.redis_cpu_ms])
+            split[system.key].append(run.split)
             log(
                 f"  round {r + 1}: {system.key:17} {run.jobs_per_second:8.1f} jobs/s,"
                 f" CPU {run.cpu_ms:.2f} ms/job (+ redis {run.redis_cpu_ms:.2f})"
             )
-    return values, cpu
+    return values, cpu, split
 
 
 # --- pickup latency ------------------------------------------------------------------
@@ -151,9 +214,7 @@ def latency(
                 workers.stop()
             starts = _stamp_times(stamps)
             found[system.key]["start"] += [s - e for (e, _), s in zip(times, starts, strict=True)]
-            found[system.key]["done"] += [
-                d - e for e, d in times if d is not None and e is not None
-            ]
+            found[system.key]["done"] += [d - e for e, d in times if d is not None]
             median = sorted(found[system.key]["start"])[len(found[system.key]["start"]) // 2]
             log(
                 f"  round {r + 1}: {system.key:15} enqueue->start median so far"
@@ -168,7 +229,7 @@ _NOT_WORKER = {"info", "config", "memory", "flushall", "client", "hello", "ping"
 
 
 def _executed(ctx: Ctx) -> int:
-    stats: dict[str, Any] = ctx.redis.info("commandstats")  # type: ignore[assignment]
+    stats: dict[str, Any] = ctx.redis.info("commandstats")
     return sum(
         int(v["calls"])
         for k, v in stats.items()
@@ -177,7 +238,7 @@ def _executed(ctx: Ctx) -> int:
 
 
 def _used_memory(ctx: Ctx) -> int:
-    return int(ctx.redis.info("memory")["used_memory"])  # type: ignore[index]
+    return int(ctx.redis.info("memory")["used_memory"])
 
 
 def _keys_by_expiry(ctx: Ctx) -> tuple[int, int]:

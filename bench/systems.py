@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import redis as redis_py
 
@@ -38,6 +39,9 @@ from sigrun.runner import client
 from sigrun.runner.keys import Keys
 
 QUEUE = "bench"
+#: One latency sample: when the job was enqueued, and when the system says it ended
+#: (None where it keeps no end time).
+Timing: TypeAlias = tuple[float, float | None]
 #: (job kind, arguments, how many) in queue order; kinds: noop, realistic, stamp.
 Spec = Sequence[tuple[str, list[str], int]]
 
@@ -118,9 +122,14 @@ class System:
         wait_for_file(marker, timeout=60, workers=workers)
         time.sleep(0.5)  # back to blocking on the queue
 
-    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[list[float | None]]:
-        """Enqueue one stamp job at a time; [[enqueued_at, done_at or None], ...]."""
+    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[Timing]:
+        """Enqueue one stamp job at a time; (enqueued_at, done_at or None) of each."""
         raise NotImplementedError
+
+
+def _timings(driver_output: str) -> list[Timing]:
+    """A peer driver's JSON ``[[enqueued_at, done_at or null], ...]``."""
+    return [(float(e), None if d is None else float(d)) for e, d in json.loads(driver_output)]
 
 
 def _popen(command: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -156,9 +165,9 @@ class _SigrunQueue(System):
                 job = client.make_job(QUEUE, f"benchjobs:{kind}", list(args), {}, max_attempts=1)
                 client.enqueue_job(ctx.redis, job)  # type: ignore[arg-type]
 
-    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[list[float | None]]:
+    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[Timing]:
         keys = Keys().queue(QUEUE)
-        times: list[list[float | None]] = []
+        times: list[Timing] = []
         for _ in range(count):
             job = client.make_job(QUEUE, "benchjobs:stamp", [str(stamps)], {}, max_attempts=1)
             enqueued_at = time.time()
@@ -169,7 +178,7 @@ class _SigrunQueue(System):
                     raise TimeoutError(f"job {job.id} did not finish")
                 time.sleep(0.0005)
             ended = ctx.redis.hget(keys.job(job.id), "ended_at")
-            times.append([enqueued_at, float(ended) if ended else None])
+            times.append((enqueued_at, float(ended) if ended else None))
             time.sleep(gap)
         return times
 
@@ -237,10 +246,10 @@ class Rq(System):
             [_popen(command, ctx.log(self.key), cwd=ctx.work) for _ in range(concurrency)]
         )
 
-    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[list[float | None]]:
+    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[Timing]:
         command = self._driver(ctx, "latency", ctx.redis_url, str(count), str(stamps), str(gap))
         out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
+        return _timings(out.stdout)
 
 
 class Celery(System):
@@ -284,7 +293,7 @@ class Celery(System):
         env = self._env(url or ctx.redis_url)
         return Workers([_popen(command, ctx.log(self.key), cwd=PEERS, env=env)])
 
-    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[list[float | None]]:
+    def latency(self, ctx: Ctx, count: int, stamps: Path, gap: float) -> list[Timing]:
         command = [
             self._python(ctx), "-P", str(PEERS / "celery_driver.py"), "latency",
             ctx.redis_url, str(count), str(stamps), str(gap),
@@ -293,7 +302,7 @@ class Celery(System):
             command, check=True, capture_output=True, text=True, timeout=600,
             env=self._env(ctx.redis_url), cwd=PEERS,
         )  # fmt: skip
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
+        return _timings(out.stdout)
 
 
 SIGRUN = Sigrun()

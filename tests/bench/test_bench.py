@@ -39,6 +39,17 @@ def test_quick_run_writes_the_report_and_its_json(tmp_path: Path) -> None:
     for scenario in results["throughput"]:
         assert set(scenario["values"]) == {"sigrun", "sigrun-no-preload", "bare"}
         assert all(v > 0 for values in scenario["values"].values() for v in values)
+    # Where the CPU goes: sigrun's fork server is told apart from its runner and children
+    # (the bare loop has none), and every fork took page faults in the child.
+    for split in results["throughput"][1]["split"]["sigrun"]:
+        assert split["fork server"][0] > 0 and split["children"][1] > 0
+    assert all(
+        split["fork server"] == [0, 0] for split in results["throughput"][1]["split"]["bare"]
+    )
+    floor = {case["key"]: case["runs"][0] for case in results["fork_floor"]}
+    assert set(floor) == {"bare", "fork-server", "fork-server-touch", "runner"}
+    assert floor["fork-server-touch"]["child_faults"] >= floor["fork-server"]["child_faults"] + 256
+    assert floor["runner"]["rss_kib"] > floor["fork-server"]["rss_kib"] > floor["bare"]["rss_kib"]
     assert results["cost"]["values"]["bare"]["commands"] == pytest.approx(3, abs=0.5)
     assert results["latency"]["values"]["sigrun"]["start"]
     assert results["memory"]["idle"] and results["memory"]["after"]
@@ -52,7 +63,7 @@ def test_quick_run_writes_the_report_and_its_json(tmp_path: Path) -> None:
     assert min(operator["scenarios"]["heartbeat"]["seconds"]) > operator["heartbeat_ttl"] / 2
     report = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("## Targets", "## Throughput", "## Pickup latency", "## Redis cost per job",
-                    "## Runner memory", "## Operator reaction",
+                    "## Runner memory", "## Operator reaction", "## Where a no-op job's CPU goes",
                     "## How the operator scenarios are driven"):  # fmt: skip
         assert heading in report
     assert "Operator scenarios — TODO" not in report
