@@ -66,9 +66,9 @@ from typing import Any, Protocol
 
 from sigrun.runner import execute
 from sigrun.runner.cgroup import MemoryCgroup
-from sigrun.runner.errors import ConfigError
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import ChildReport, Job
+from sigrun.runner.supervision import SupervisorConfig
 
 __all__ = ["Child", "Children", "Reactor", "SupervisorConfig"]
 
@@ -76,34 +76,6 @@ _READ_SIZE = 65536
 _MAX_LINE = 64 * 1024  # a "line" without a newline is cut here, so one cannot eat memory
 _DRAIN_LIMIT = 2 << 20  # at exit, read at most this much more from each pipe
 _SPARE_MAX_JOB = 60_000  # bytes; a pipe holds 64 KiB
-
-
-@dataclass(frozen=True)
-class SupervisorConfig:
-    """How children are started and watched; parsed once, validated here."""
-
-    allowed_modules: tuple[str, ...]
-    default_timeout: float | None = None
-    last_words_lines: int = 20
-    # Each child joins this cgroup right after fork, and the OOM counter is read
-    # from it; None: children stay in the runner's cgroup, whose counter is read.
-    child_cgroup: MemoryCgroup | None = None
-    # Make the kernel OOM killer pick a child before the runner (raising it needs
-    # no privilege).  None leaves it alone.
-    child_oom_score_adj: int | None = 1000
-    forward_output: bool = True
-    # On SIGSEGV/SIGABRT/SIGBUS/SIGILL/SIGFPE the child writes its Python stack to
-    # its output first, so a Crash comes with last words saying where.
-    child_faulthandler: bool = True
-
-    def __post_init__(self) -> None:
-        if self.default_timeout is not None and not self.default_timeout > 0:
-            raise ConfigError(f"default_timeout must be positive, got {self.default_timeout!r}")
-        if self.last_words_lines < 0:
-            raise ConfigError(f"last_words_lines must be >= 0, got {self.last_words_lines!r}")
-        adj = self.child_oom_score_adj
-        if adj is not None and not -1000 <= adj <= 1000:
-            raise ConfigError(f"child_oom_score_adj must be in -1000..1000, got {adj!r}")
 
 
 class Cancellable(Protocol):

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sigrun.runner import wire
-from sigrun.runner.children import SupervisorConfig
 from sigrun.runner.errors import SigrunError
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Job
+from sigrun.runner.supervision import SupervisorConfig
 
 __all__ = ["ForkServer", "ForkServerLost"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -81,6 +80,10 @@ _NOT_RETRYABLE = frozenset(
 
 
 def new_job_id() -> str:
+    # uuid is imported here, not at the top: the fork server imports this module but
+    # never makes an id, and every module it loads is memory its spare child shares.
+    import uuid  # noqa: PLC0415
+
     return uuid.uuid4().hex
 
 

@@ -17,30 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Protocol
 
-from sigrun.runner.children import Children, SupervisorConfig
+from sigrun.runner.children import Children
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Job
+from sigrun.runner.supervision import JobSupervisor, SupervisorConfig
 
 __all__ = ["JobSupervisor", "Supervisor", "SupervisorConfig"]
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("sigrun.job")
-
-
-class JobSupervisor(Protocol):
-    """What the worker needs from whoever forks and watches its children."""
-
-    @property
-    def running(self) -> Mapping[str, int]:
-        """Job id -> pid of every child not yet reaped."""
-        ...
-
-    async def start(self) -> None: ...
-    async def run(self, job: Job) -> Ending: ...
-    def kill_all(self, reason: KillReason, *, grace_seconds: float | None = None) -> None: ...
-    async def close(self) -> None: ...
 
 
 class Supervisor:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from sigrun.runner.cgroup import MemoryCgroup
-from sigrun.runner.children import SupervisorConfig
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Cause, ChildReport
+from sigrun.runner.supervision import SupervisorConfig
 
 __all__ = [
     "Lines",

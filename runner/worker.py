@@ -55,7 +55,7 @@ from sigrun.runner.protocol import Store
 from sigrun.runner.reaper import reap, synthetic_id
 from sigrun.runner.records import bad_payload_record, record_for
 from sigrun.runner.redisio import CONNECTION_ERRORS
-from sigrun.runner.supervise import JobSupervisor, Supervisor, SupervisorConfig
+from sigrun.runner.supervision import JobSupervisor, SupervisorConfig
 
 log = logging.getLogger(__name__)
 
@@ -497,6 +497,9 @@ def _supervisor_for(config: WorkerConfig) -> JobSupervisor:
     )
     if config.fork_server:
         return ForkServer(supervision, preload=config.preload)
+    # Only here: the in-process supervisor brings the fork code (see supervision.py).
+    from sigrun.runner.supervise import Supervisor  # noqa: PLC0415
+
     return Supervisor(supervision)
 
 

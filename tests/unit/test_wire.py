@@ -12,9 +12,9 @@ import pytest
 
 from sigrun.runner import wire
 from sigrun.runner.cgroup import MemoryCgroup
-from sigrun.runner.children import SupervisorConfig
 from sigrun.runner.exits import Ending, KillReason
 from sigrun.runner.jobs import Cause, ChildReport
+from sigrun.runner.supervision import SupervisorConfig
 
 
 @pytest.mark.parametrize(
@@ -68,14 +68,30 @@ def test_lines_are_cut_at_newlines_across_chunks() -> None:
     assert lines.feed(b":3}\n") == [b'{"c":3}']
 
 
-def test_the_fork_server_imports_no_asyncio_threading_logging_or_redis() -> None:
-    """Every child is forked from it: each of these would make every fork dearer."""
+def _loaded(module: str, candidates: tuple[str, ...]) -> list[str]:
+    """Which of ``candidates`` a fresh interpreter has loaded after importing ``module``."""
     probe = (
-        "import sys, json, sigrun.runner.forkserver;"
-        "print(json.dumps(sorted(m for m in ('asyncio', 'threading', 'logging', 'redis')"
-        " if m in sys.modules)))"
+        f"import sys, json, {module};"
+        f"print(json.dumps(sorted(m for m in {candidates!r} if m in sys.modules)))"
     )
     out = subprocess.run(
         [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout) == []
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+def test_the_fork_server_imports_no_asyncio_threading_logging_or_redis() -> None:
+    """Every child is forked from it: each of these would make every fork dearer."""
+    assert _loaded("sigrun.runner.forkserver", ("asyncio", "threading", "logging", "redis")) == []
+
+
+def test_the_fork_server_imports_nothing_only_the_runner_needs() -> None:
+    """Its spare child shares its memory, so each module it loads counts in an idle runner."""
+    assert _loaded("sigrun.runner.forkserver", ("uuid", "argparse", "sigrun.runner.client")) == []
+
+
+def test_the_runner_does_not_load_the_fork_code_it_hands_to_the_fork_server() -> None:
+    """The default runner forks nothing itself; that code would be memory spent twice."""
+    forking = ("sigrun.runner.children", "sigrun.runner.execute", "sigrun.runner.supervise")
+    assert _loaded("sigrun.runner.worker, sigrun.runner.cli", forking) == []
