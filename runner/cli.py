@@ -235,7 +235,8 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
         "enqueue",
         help="put a job on a queue",
         description="Arguments are JSON values; anything that is not JSON is "
-        "taken as a string (so 2026-01-01 is the string '2026-01-01').",
+        "taken as a string (so 2026-01-01 is the string '2026-01-01'), except what "
+        'starts like JSON ({, [ or ") and does not parse: that is an error.',
     )
     _add_common(p)
     p.add_argument("queue")
@@ -268,8 +269,7 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--queue")
     p.add_argument(
         "--cause",
-        type=Cause,
-        choices=list(Cause),
+        type=_cause,
         metavar="CAUSE",
         help="only this cause, e.g. OOMKilled",
     )
@@ -289,8 +289,7 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every failed or dirty job")
     p.add_argument(
         "--cause",
-        type=Cause,
-        choices=list(Cause),
+        type=_cause,
         metavar="CAUSE",
         help="with --all: only jobs that ended with this cause, e.g. OOMKilled",
     )
@@ -372,10 +371,25 @@ def cmd_work(args: argparse.Namespace) -> ExitCode:
 
 
 def _parse_value(raw: str) -> Any:
+    """A JSON value, or the string itself when it is not JSON (so 2026-01-01 stays a date).
+
+    A value that opens like a JSON object, array or string but does not parse is a
+    typo, not a string: enqueued as one, the job would fail far from the mistake.
+    """
     try:
         return json.loads(raw)
-    except ValueError:
+    except ValueError as e:
+        if raw.lstrip()[:1] in ("{", "[", '"'):
+            raise ConfigError(f"{raw!r} looks like JSON but is not ({e})") from None
         return raw
+
+
+def _cause(raw: str) -> Cause:
+    try:
+        return Cause(raw)
+    except ValueError:
+        known = ", ".join(c.value for c in Cause)
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a cause; one of: {known}") from None
 
 
 def cmd_enqueue(args: argparse.Namespace) -> ExitCode:
@@ -415,7 +429,7 @@ def cmd_info(args: argparse.Namespace) -> ExitCode:
         ("processed", info.processed, "attempts ended"),
         ("failed", info.failed, "attempts that raised or could not start"),
         ("dirty", info.dirty, "attempts killed by a signal (DirtyExits)"),
-        ("given up", given_up, "jobs out of attempts: sigrun failed lists them"),
+        ("given up", given_up, "jobs that failed for good: sigrun failed lists them"),
         ("workers", info.workers, "runners heartbeating"),
         ("working", info.working, "runners with a job"),
     ):

@@ -71,6 +71,24 @@ def test_bad_enqueue_is_refused_with_a_clear_message(redis_url: str) -> None:
     assert "package.module:function" in done.stderr
 
 
+def test_an_argument_that_starts_like_json_but_is_not_is_refused(
+    raw: raw_redis.Redis, redis_url: str
+) -> None:
+    for bad in ("--kwarg=start={bad", "[1, 2"):
+        done = run_sigrun(
+            "enqueue", "--redis", redis_url, Q, "tests.redis.jobs:add", bad, check=False
+        )
+        assert done.returncode == 3, done.stderr
+        assert "looks like JSON but is not" in done.stderr
+    assert raw.llen(Keys().queue(Q).pending) == 0  # nothing half-made was enqueued
+
+
+def test_an_unknown_cause_lists_the_known_ones(redis_url: str) -> None:
+    done = run_sigrun("failed", "--redis", redis_url, "--cause", "Bogus", check=False)
+    assert done.returncode == 2
+    assert "'Bogus' is not a cause" in done.stderr and "OOMKilled" in done.stderr
+
+
 def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
     done = run_sigrun("info", "--redis", "redis://:hunter2@127.0.0.1:1/0", check=False)
     assert done.returncode == 4
