@@ -1,4 +1,4 @@
-"""sigrun's benchmarks against RQ, Celery and a bare fork loop; run with ``python -m bench``.
+"""sigrun's benchmarks against RQ, Celery and a bare fork loop; run with ``bench/run``.
 
 Modules: :mod:`bench.env` (machine, versions, the peers' virtualenv),
 :mod:`bench.systems` (how each contender is enqueued to, started and stopped),

@@ -1,9 +1,10 @@
-"""``python -m bench``: run the benchmarks and write BENCHMARKS.md and BENCHMARKS.json.
+"""``bench/run``: run the benchmarks and write BENCHMARKS.md and BENCHMARKS.json.
 
-Run it with sigrun's own virtualenv, from the repository root::
+``bench/run`` runs ``python -P -m bench`` with sigrun's own virtualenv and a path
+on which this package is found without the repository root (see that script)::
 
-    .venv/bin/python -m bench            # the full run: the published figures (~20 min)
-    .venv/bin/python -m bench --quick    # a smoke run: tiny sizes, one round, into a temp dir
+    bench/run              # the full run: the published figures (~30 min)
+    bench/run --quick      # a smoke run: tiny sizes, one round, into a temp dir
 
 It starts its own redis-server (loopback, free port, no persistence), finds or
 makes the peers' virtualenv (see :mod:`bench.env`), runs each scenario for
@@ -126,7 +127,7 @@ NOTES = {"architecture": ARCHITECTURE, "tried": TRIED, "operator": OPERATOR}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (CI smoke run)")
     parser.add_argument(
         "--rounds", type=int, help="rounds per throughput scenario (default 5; quick 1)"
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             reaction.require_control_plane(print)
         except reaction.ControlPlaneMissing as e:
-            parser.exit(1, f"python -m bench: {e}\n")
+            parser.exit(1, f"bench/run: {e}\n")
     out = args.out or (Path(tempfile.mkdtemp(prefix="sigrun-bench-")) if args.quick else REPO)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "rounds": rounds,
             "command": " ".join(
-                ["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]
+                ["bench/run", shlex.join(argv if argv is not None else sys.argv[1:])]
             ).strip(),
             "machine": machine(),
             "versions": versions(),
@@ -252,6 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("throughput: what a fork costs by itself")
             results["fork_floor_forks"] = sizes.fork_floor
             results["fork_floor"] = forkfloor.measure(sizes.fork_floor, repeats=rounds)
+            for case in results["fork_floor"]:
+                for run in case["runs"]:
+                    log(
+                        f"  {case['label']}: parent {run['parent_ms']:.2f} ms,"
+                        f" child {run['child_ms']:.2f} ms, faults"
+                        f" {run['parent_faults']:.0f} + {run['child_faults']:.0f}"
+                    )
         if "latency" in wanted:
             log("pickup latency")
             count, lat_rounds, gap = sizes.latency, sizes.latency_rounds, 0.03

@@ -98,15 +98,20 @@ def section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ms(value: float) -> float:
+    return round(value, 2)
+
+
 def _reading(split: dict[str, tuple[float, float]], floor: dict[str, dict[str, Any]]) -> list[str]:
     """The arithmetic that joins the two tables, in words."""
     plain, touched = floor.get("fork-server"), floor.get("fork-server-touch")
     if not split or plain is None or "fork server" not in split:
         return []
-    fork_ms = split["fork server"][0] + split["children"][0]
-    fork_faults = split["fork server"][1] + split["children"][1]
-    floor_ms = plain["parent_ms"] + plain["child_ms"]
-    floor_faults = plain["parent_faults"] + plain["child_faults"]
+    # Sums of the figures as the tables print them, so that a reader's own sums agree.
+    fork_ms = _ms(split["fork server"][0]) + _ms(split["children"][0])
+    fork_faults = round(split["fork server"][1]) + round(split["children"][1])
+    floor_ms = _ms(plain["parent_ms"]) + _ms(plain["child_ms"])
+    floor_faults = round(plain["parent_faults"]) + round(plain["child_faults"])
     text = (
         f"From a process of the fork server's size ({plain['rss_kib'] * MiB_PER_KIB:.0f} MiB), a"
         f" child that does nothing costs {floor_ms:.2f} ms and {floor_faults:.0f} faults. sigrun's"
@@ -115,13 +120,14 @@ def _reading(split: dict[str, tuple[float, float]], floor: dict[str, dict[str, A
         " the fork server's supervision loop (the wire, the spare, pidfd, `wait4`) and the"
         " child's setup, receiving its job, running it and reporting."
     )
-    extra_faults = touched["child_faults"] - plain["child_faults"] if touched else 0
+    extra_faults = round(touched["child_faults"]) - round(plain["child_faults"]) if touched else 0
     if touched and extra_faults > 0:
-        per_fault = (touched["child_ms"] - plain["child_ms"]) / extra_faults
+        extra_ms = _ms(touched["child_ms"]) - _ms(plain["child_ms"])
+        per_fault = extra_ms / extra_faults
         beyond = fork_faults - floor_faults
         text += (
             f" A child writing {touched['touch']:.0f} more shared pages took"
-            f" {extra_faults:.0f} more faults and {touched['child_ms'] - plain['child_ms']:.2f}"
+            f" {extra_faults:.0f} more faults and {extra_ms:.2f}"
             f" ms more, about {per_fault * 1e3:.1f} µs a fault, so the {beyond:.0f} faults beyond"
             f" the floor account for about {beyond * per_fault:.2f} ms of it: Python code"
             " writes to the pages it shares with the process it was forked from (reference"
@@ -132,6 +138,7 @@ def _reading(split: dict[str, tuple[float, float]], floor: dict[str, dict[str, A
         text += (
             f" The runner, which never forks, spends {split['workers'][0]:.2f} ms a job (asyncio,"
             " redis-py, deciding and recording); a fork from a process like it would cost"
-            f" {runner['parent_ms'] + runner['child_ms']:.2f} ms by itself (the last row)."
+            f" {_ms(runner['parent_ms']) + _ms(runner['child_ms']):.2f} ms by itself (the last"
+            " row)."
         )
     return [text, ""]

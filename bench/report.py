@@ -251,9 +251,8 @@ def _why_not_met(results: dict[str, Any]) -> list[str]:
         return []
 
     def total(key: str) -> float:  # as _cpu_bound counts it, so the two agree
-        return float(
-            statistics.median(r[0] for r in cpu[key]) + statistics.median(r[1] for r in cpu[key])
-        )
+        own = statistics.median(r[0] for r in cpu[key])
+        return float(round(own, 2) + round(statistics.median(r[1] for r in cpu[key]), 2))
 
     celery = statistics.median(found["values"]["celery"])
     mine = total("sigrun")
@@ -287,7 +286,10 @@ def _cpu_bound(results: dict[str, Any], scenario: str, keys: Sequence[str]) -> l
         if cpu.get(key):
             own = statistics.median(r[0] for r in cpu[key])
             server = statistics.median(r[1] for r in cpu[key])
-            ceiling = found["concurrency"] * 1000 / (own + server) if found else 0
+            # From the rounded figures printed beside it, so a reader's own division agrees.
+            ceiling = (
+                found["concurrency"] * 1000 / (round(own, 2) + round(server, 2)) if found else 0
+            )
             parts.append(
                 f"{labels[key]} {own:.2f} ms (+ {server:.2f} ms in redis-server), at most "
                 f"{ceiling:,.0f} jobs/s"
@@ -330,9 +332,11 @@ def analysis(results: dict[str, Any]) -> list[str]:
             "meets a pool of long-lived processes. Even the bare fork loop (two of them), which "
             "does nothing but fork and acknowledge, reaches "
             f"{ratio('noop-c2', 'bare', 'celery')} of Celery without results and "
-            f"{ratio('noop-c2', 'bare', 'celery-results')} of Celery with Redis results in the "
-            "same rounds; sigrun, which also supervises each child (pidfd, process group, output "
-            "and last words, report, timeouts, OOM counter) and records a state, a result and a "
+            f"{ratio('noop-c2', 'bare', 'celery-results')} of Celery with Redis results (the "
+            "median of ratios taken within each round, which need not equal the ratio of the "
+            "medians in the table); sigrun, which also supervises each child (pidfd, process "
+            "group, output and last words, report, timeouts, OOM counter) and records a state, "
+            "a result and a "
             f"timeline per job, reaches {ratio('noop-c2', 'sigrun', 'bare')} of the bare loop "
             f"({ratio('noop-c2', 'sigrun-no-preload', 'bare')} with `--no-preload`). See "
             '"Where a no-op job\'s CPU goes" below for the breakdown.',
@@ -361,7 +365,7 @@ def render(results: dict[str, Any]) -> str:
         if meta.get("peers")
         else "sigrun and the bare fork loop (RQ and Celery not measured: `--no-peers`) on the"
         " same machine, the same Redis and the",
-        "same job functions. Produced by `python -m bench` (see `bench/`); the numbers below",
+        "same job functions. Produced by `bench/run` (see `bench/`); the numbers below",
         f"are from a {meta['mode']} run. The machine is shared and noisy, so every figure is a",
         "median over rounds with its range, and every ratio is taken within one round.",
         "",
@@ -382,6 +386,12 @@ def render(results: dict[str, Any]) -> str:
     else:
         out.append("- peers: not measured in this run (`--no-peers`)")
     out += [f"- rounds: {meta['rounds']}; command: `{meta['command']}`", ""]
+    if meta.get("mode") == "quick":
+        out += [
+            "*A smoke run*: the sizes are tiny, so its figures are coarse (CPU is counted in",
+            "clock ticks of 10 ms, shared among a few dozen jobs) and say nothing about speed.",
+            "",
+        ]
     out += ["## Targets", "", "| target | system | measured | met |", "|---|---|---|---|"]
     for check in results["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
