@@ -251,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
             log("throughput: what a fork costs by itself")
-            results["fork_floor_forks"] = sizes.fork_floor
             results["fork_floor"] = forkfloor.measure(sizes.fork_floor, repeats=rounds)
             for case in results["fork_floor"]:
                 for run in case["runs"]:

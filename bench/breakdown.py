@@ -49,8 +49,8 @@ def _floor(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def section(results: dict[str, Any]) -> list[str]:
-    scenario = next((s for s in results.get("throughput", []) if s["id"] == "noop-c2"), None)
+def section(results: dict[str, Any], scenario: dict[str, Any] | None) -> list[str]:
+    """The section, for ``scenario``: the concurrency-2 no-op throughput results."""
     if scenario is None or not scenario.get("split"):
         return []
     labels: dict[str, str] = results["labels"]
@@ -78,8 +78,9 @@ def section(results: dict[str, Any]) -> list[str]:
     floor = _floor(results)
     if floor:
         runs = len(results["fork_floor"][0]["runs"])
+        forks = results["meta"]["sizes"]["fork_floor"]
         out += [
-            f"What a fork costs by itself (`bench/forkfloor.py`): {results['fork_floor_forks']:,}",
+            f"What a fork costs by itself (`bench/forkfloor.py`): {forks:,}",
             "times `fork()`, `_exit(0)` in the child, `waitpid()`, from a fresh interpreter",
             f"that has imported the modules named; medians over {runs} run(s) each.",
             "",

@@ -234,18 +234,21 @@ def _growth(memory: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def throughput_scenario(results: dict[str, Any], scenario: str) -> dict[str, Any] | None:
+    """One throughput scenario's results by its id (``noop-c2``), if this run measured it."""
+    return next((s for s in results.get("throughput", []) if s["id"] == scenario), None)
+
+
 def _median_ratio(results: dict[str, Any], scenario: str, mine: str, theirs: str) -> float | None:
-    for s in results.get("throughput", []):
-        if s["id"] == scenario:
-            r = ratios(s["values"], mine, theirs)
-            return statistics.median(r) if r else None
-    return None
+    found = throughput_scenario(results, scenario)
+    r = ratios(found["values"], mine, theirs) if found else []
+    return statistics.median(r) if r else None
 
 
 def _why_not_met(results: dict[str, Any]) -> list[str]:
     """For the concurrency-2 target against Celery, when missed: the arithmetic of why."""
     missed = [c for c in results["targets"] if c["met"] is False and "concurrency 2" in c["target"]]
-    found = next((s for s in results.get("throughput", []) if s["id"] == "noop-c2"), None)
+    found = throughput_scenario(results, "noop-c2")
     cpu = (found or {}).get("cpu_ms", {})
     if not missed or not found or not cpu.get("sigrun") or not found["values"].get("celery"):
         return []
@@ -278,7 +281,7 @@ def _why_not_met(results: dict[str, Any]) -> list[str]:
 
 def _cpu_bound(results: dict[str, Any], scenario: str, keys: Sequence[str]) -> list[str]:
     """The CPU each system spent per job, and the rate two cores could reach at that cost."""
-    found = next((s for s in results.get("throughput", []) if s["id"] == scenario), None)
+    found = throughput_scenario(results, scenario)
     cpu = (found or {}).get("cpu_ms", {})
     labels: dict[str, str] = results["labels"]
     parts = []
@@ -512,7 +515,7 @@ def render(results: dict[str, Any]) -> str:
         out += analysis(results)
     out += notes.get("architecture", [])
     if results.get("throughput"):
-        out += breakdown.section(results)
+        out += breakdown.section(results, throughput_scenario(results, "noop-c2"))
         out += notes.get("tried", [])
     out += notes.get("operator", [])
     return "\n".join(out).rstrip() + "\n"
